@@ -1,0 +1,56 @@
+"""Mask R-CNN (He et al. 2017) with torchvision's calling convention and state-dict keys."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .config import MaskRCNNConfig
+from .fpn import BackboneWithFPN
+from .roi_heads import RoIHeads
+from .rpn import RPN
+from .transform import postprocess, preprocess
+
+__all__ = ["MaskRCNN", "binarize_masks"]
+
+
+class MaskRCNN(nn.Module):
+    """Mask R-CNN built from a `MaskRCNNConfig`.
+
+    train: `model(images, targets) -> {loss_classifier, loss_box_reg, loss_mask, loss_objectness,
+    loss_rpn_box_reg}`; eval: `model(images) -> [{boxes [D,4], scores [D], labels [D] int64,
+    masks [D,1,H,W] probabilities}]` in original image pixels. Images: float [3,H,W] in 0-1.
+    Targets: boxes [N,4] xyxy float, labels [N] int64 in 1..K-1, masks [N,H,W] uint8.
+    """
+
+    def __init__(self, config: MaskRCNNConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = BackboneWithFPN(config.backbone_depth, config.norm, config.norm_eps,
+                                        config.trainable_backbone_layers, config.fpn_channels, config.fpn_norm)
+        self.rpn = RPN(config, config.fpn_channels)
+        self.roi_heads = RoIHeads(config, config.fpn_channels)
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+        if self.training:
+            if targets is None:
+                raise ValueError("in training mode the model needs targets: model(images, targets)")
+            for t in targets:
+                if t["boxes"].dim() != 2 or t["boxes"].shape[-1] != 4 or not t["boxes"].is_floating_point():
+                    raise ValueError(f"target boxes must be float [N,4], got {t['boxes'].dtype} "
+                                     f"{tuple(t['boxes'].shape)}")
+                if t["labels"].dtype != torch.int64:
+                    raise TypeError(f"target labels must be int64, got {t['labels'].dtype}")
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch, sizes, targets = preprocess(list(images), targets, self.config, self.training)
+        feats = self.backbone(batch)  # [P2..P6]
+        proposals, rpn_losses = self.rpn(feats, tuple(batch.shape[-2:]), sizes, targets)
+        results, head_losses = self.roi_heads(feats, proposals, sizes, targets)
+        if self.training:
+            return {**head_losses, **rpn_losses}
+        return postprocess(results, sizes, original_sizes)
+
+
+def binarize_masks(masks: Tensor, threshold: float = 0.5) -> Tensor:
+    """[D,1,H,W] probabilities -> [D,H,W] uint8 (prob > threshold)."""
+    return (masks[:, 0] > threshold).to(torch.uint8)

@@ -1,0 +1,200 @@
+"""Unit tests: RoIAlign and level mapper vs torchvision, checkpoints, the from-scratch preset."""
+
+import pytest
+import torch
+import torchvision
+from torchvision.ops.poolers import LevelMapper
+
+from maskrcnn_deploy.model import (CheckpointError, MaskRCNN, assign_fpn_levels, load_checkpoint,
+                                   load_torchvision_state_dict, multilevel_roi_align, resnet18_fpn, roi_align,
+                                   save_checkpoint, torchvision_v1)
+from maskrcnn_deploy.model.checkpoint import map_legacy_key
+
+
+def _rois(k, batch, h, w, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=gen) * torch.tensor([w * 1.2, h * 1.2]) - torch.tensor([w * 0.1, h * 0.1])
+    wh = torch.rand(k, 2, generator=gen) * torch.tensor([w * 0.7, h * 0.7])
+    b = torch.randint(0, batch, (k, 1), generator=gen).float()
+    rois = torch.cat([b, xy, xy + wh], 1)
+    rois[:4, 3:] = rois[:4, 1:3]  # zero-size boxes
+    rois[4, 1:] = torch.tensor([-20.0, -20.0, -5.0, -3.0])  # fully outside
+    return rois
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling", [0, 2, -1])
+@pytest.mark.parametrize("out", [7, 14])
+def test_roi_align_matches_torchvision(aligned, sampling, out):
+    feats = torch.randn(3, 16, 24, 30, generator=torch.Generator().manual_seed(1))
+    worst = 0.0
+    for scale in (1.0, 0.5, 0.25):
+        rois = _rois(150, 3, 24 / scale, 30 / scale)
+        ours = roi_align(feats, rois, out, scale, sampling, aligned)
+        ref = torchvision.ops.roi_align(feats, rois, out, scale, sampling, aligned)
+        worst = max(worst, (ours - ref).abs().max().item())
+    assert worst <= 1e-5, worst
+
+
+def test_roi_align_empty_and_gradcheck():
+    feats = torch.randn(1, 4, 8, 8)
+    assert roi_align(feats, torch.zeros(0, 5), 7, 1.0, 2).shape == (0, 4, 7, 7)
+    f = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0, 0.3, 0.7, 4.2, 5.1], [1, -1.0, 2.0, 7.5, 3.3], [1, 2.2, 1.1, 2.9, 1.4]],
+                        dtype=torch.float64)
+    for sampling, aligned in ((2, False), (0, True)):
+        assert torch.autograd.gradcheck(lambda x: roi_align(x, rois, 3, 0.9, sampling, aligned), (f,))
+    # gradients agree with torchvision's backward
+    f32 = torch.randn(2, 8, 20, 20, requires_grad=True)
+    rois32 = _rois(40, 2, 40, 40)
+    g1, = torch.autograd.grad(roi_align(f32, rois32, 7, 0.5, 2).square().sum(), f32)
+    g2, = torch.autograd.grad(torchvision.ops.roi_align(f32, rois32, 7, 0.5, 2).square().sum(), f32)
+    assert (g1 - g2).abs().max() < 1e-4
+
+
+def test_level_mapper_matches_torchvision_on_boundaries():
+    sides = torch.tensor([1.0, 50, 111.99, 112, 112.01, 150, 223.999, 224, 224.001, 300, 447.99, 448, 448.01, 900])
+    x1 = torch.rand(len(sides)) * 50
+    boxes = torch.stack([x1, x1, x1 + sides, x1 + sides], 1)
+    # rectangles too
+    boxes = torch.cat([boxes, torch.tensor([[0, 0, 56, 224.0], [10, 10, 122, 458], [0, 0, 448, 112]])])
+    ref = LevelMapper(k_min=2, k_max=5)([boxes])
+    assert torch.equal(assign_fpn_levels(boxes), ref)
+    assert assign_fpn_levels(torch.tensor([[0, 0, 112, 112.0], [0, 0, 224, 224.0], [0, 0, 448, 448.0]])).tolist() \
+        == ref[[3, 7, 11]].tolist() == [1, 2, 3]
+
+
+def test_multilevel_matches_torchvision_pooler():
+    feats = [torch.randn(2, 8, 64 // 2 ** i, 80 // 2 ** i) for i in range(4)]
+    boxes = [torch.tensor([[0, 0, 50, 60.0], [10, 10, 250, 230], [5, 5, 120, 130], [0, 0, 319, 255]]),
+             torch.tensor([[30, 40, 90, 100.0], [1, 1, 300, 250]])]
+    pooler = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    ref = pooler({str(i): f for i, f in enumerate(feats)}, boxes, [(256, 320), (250, 310)])
+    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(boxes)])
+    ours = multilevel_roi_align(feats, rois, 7, [1 / 4, 1 / 8, 1 / 16, 1 / 32], 2, False)
+    assert (ours - ref).abs().max() < 1e-5
+
+
+# ----------------------------------------------------------------------------- checkpoints
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    cfg = resnet18_fpn(num_classes=3, min_size=128, max_size=160, box_score_thresh=0.0,
+                       rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=100)
+    model = MaskRCNN(cfg).eval()
+    return cfg, model
+
+
+def _imgs():
+    g = torch.Generator().manual_seed(3)
+    return [torch.rand(3, 120, 150, generator=g), torch.rand(3, 100, 90, generator=g)]
+
+
+def test_checkpoint_round_trip(tmp_path, small):
+    cfg, model = small
+    path = save_checkpoint(tmp_path / "ck.pt", model, cfg, iteration=7, optimizer={"lr": 0.1},
+                           class_names=["bg", "a", "b"])
+    assert not list(tmp_path.glob("*.tmp"))
+    model2, cfg2, extra = load_checkpoint(path)
+    assert cfg2 == cfg and extra["iteration"] == 7 and extra["class_names"] == ["bg", "a", "b"]
+    with torch.no_grad():
+        a, b = model(_imgs()), model2(_imgs())
+    for x, y in zip(a, b):
+        assert len(x["boxes"]) > 0
+        for k in ("boxes", "scores", "labels", "masks"):
+            assert torch.equal(x[k], y[k]), k
+
+
+def test_bare_state_dict_needs_config(tmp_path, small):
+    cfg, model = small
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match="without a config"):
+        load_checkpoint(tmp_path / "bare.pth")
+    m2, _, _ = load_checkpoint(tmp_path / "bare.pth", config=cfg)
+    assert torch.equal(m2.state_dict()["rpn.head.cls_logits.weight"], model.state_dict()["rpn.head.cls_logits.weight"])
+
+
+def _tv_state(num_classes=91):
+    return torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                              num_classes=num_classes).state_dict()
+
+
+@pytest.fixture(scope="module")
+def tv_state():
+    return _tv_state(91)
+
+
+def test_legacy_names_and_mismatches(tv_state):
+    legacy = {}
+    for k, v in tv_state.items():
+        k = k.replace("rpn.head.conv.0.0.", "rpn.head.conv.")
+        for i in range(4):
+            k = k.replace(f"mask_head.{i}.0.", f"mask_head.mask_fcn{i + 1}.")
+            k = k.replace(f"inner_blocks.{i}.0.", f"inner_blocks.{i}.").replace(f"layer_blocks.{i}.0.",
+                                                                                 f"layer_blocks.{i}.")
+        legacy[k] = v
+    assert "roi_heads.mask_head.mask_fcn1.weight" in legacy and "rpn.head.conv.weight" in legacy
+    assert map_legacy_key("backbone.fpn.layer_blocks.3.bias") == "backbone.fpn.layer_blocks.3.0.bias"
+    model = MaskRCNN(torchvision_v1(91))
+    load_torchvision_state_dict(model, legacy)  # num_batches_tracked dropped for FrozenBN
+    assert torch.equal(model.state_dict()["roi_heads.mask_head.0.0.weight"], tv_state["roi_heads.mask_head.0.0.weight"])
+
+    with pytest.raises(CheckpointError, match=r"checkpoint has 91 classes .*\[91, 1024\].* config says 5"):
+        load_torchvision_state_dict(MaskRCNN(torchvision_v1(5)), tv_state)
+    missing = dict(tv_state)
+    del missing["backbone.fpn.layer_blocks.2.0.weight"]
+    with pytest.raises(CheckpointError, match=r"1 missing keys: backbone\.fpn\.layer_blocks\.2\.0\.weight"):
+        load_torchvision_state_dict(model, missing)
+    extra = {**tv_state, "roi_heads.extra.weight": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"1 unexpected keys: roi_heads\.extra\.weight"):
+        load_torchvision_state_dict(model, extra)
+    bad = {**tv_state, "rpn.head.bbox_pred.weight": torch.zeros(3, 256, 1, 1)}
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*rpn\.head\.bbox_pred\.weight"):
+        load_torchvision_state_dict(model, bad)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"this is not a checkpoint at all" * 10)
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint|could not be loaded") as err:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert "\n" not in str(err.value)
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match="not a dict"):
+        load_checkpoint(tmp_path / "list.pt")
+    torch.save({"format": "other", "model": {}}, tmp_path / "fmt.pt")
+    with pytest.raises(CheckpointError, match="format 'other'"):
+        load_checkpoint(tmp_path / "fmt.pt")
+
+
+# ----------------------------------------------------------------------------- from-scratch preset
+def test_resnet18_trains_one_step_and_infers():
+    torch.manual_seed(0)
+    cfg = resnet18_fpn(num_classes=3, min_size=(112, 128), max_size=160, rpn_post_nms_top_n_train=300,
+                       box_batch_size_per_image=64)
+    model = MaskRCNN(cfg).train()
+    images = _imgs()
+    targets = []
+    for img in images:
+        h, w = img.shape[-2:]
+        masks = torch.zeros(2, h, w, dtype=torch.uint8)
+        masks[0, 10:60, 20:80] = 1
+        masks[1, 40:90, 5:50] = 1
+        targets.append({"boxes": torch.tensor([[20, 10, 80, 60.0], [5, 40, 50, 90]]),
+                        "labels": torch.tensor([1, 2]), "masks": masks})
+    losses = model(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    loss = sum(losses.values())
+    assert torch.isfinite(loss)
+    loss.backward()
+    for name in ("backbone.body.conv1.weight", "backbone.body.layer1.0.conv1.weight", "backbone.fpn.inner_blocks.0.0.weight",
+                 "roi_heads.mask_predictor.mask_fcn_logits.weight", "rpn.head.cls_logits.weight"):
+        p = dict(model.named_parameters())[name]
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    torch.optim.SGD(model.parameters(), lr=0.01).step()
+    model.eval()
+    with torch.no_grad():
+        out = model(images)
+    assert out[0]["masks"].shape[1:] == (1, 120, 150) and out[1]["masks"].shape[1:] == (1, 100, 90)
+    assert out[0]["labels"].dtype == torch.int64
