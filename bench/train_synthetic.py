@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 from maskrcnn_deploy.model import load_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
-from maskrcnn_deploy.model.train import TrainConfig, train
+from maskrcnn_deploy.model.train import TrainConfig, synthetic_model_config, train
 from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
 from maskrcnn_deploy.runtime.inference import evaluate_model
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
@@ -31,24 +30,43 @@ from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="out/bench_train")
-    parser.add_argument("--train-images", type=int, default=600)
+    parser.add_argument("--train-images", type=int, default=1000)
     parser.add_argument("--val-images", type=int, default=100)
-    parser.add_argument("--iterations", type=int, default=1500)
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=1150)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.02)
-    parser.add_argument("--time-limit", type=float, default=15 * 60, help="training wall-clock budget, s")
+    parser.add_argument("--time-limit", type=float, default=900.0, help="training wall-clock budget, s (lr steps follow it)")
+    parser.add_argument("--min-sizes", type=int, nargs="+", default=None, help="training scale jitter; last = test")
+    parser.add_argument("--rois", type=int, default=None, help="sampled RoIs per image")
+    parser.add_argument("--norm", default=None, choices=["bn", "gn"])
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--clip", type=float, default=10.0)
+    parser.add_argument("--image-size", type=int, default=256, help="synthetic image side")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help="override a MaskRCNNConfig field, e.g. --set fpn_norm='\"bn\"'")
     args = parser.parse_args()
 
     out = Path(args.out)
     t_start = time.monotonic()
     paths = make_synthetic_dataset(out / "data", num_train=args.train_images, num_val=args.val_images, seed=0,
-                                   image_size=(256, 256))
+                                   image_size=(args.image_size, args.image_size))
     num_classes = CocoDetectionDataset(paths["train"]).num_classes
-    model_config = resnet18_fpn(num_classes=num_classes)
+    overrides = {}
+    if args.min_sizes:
+        overrides.update(min_size=tuple(args.min_sizes), max_size=max(args.min_sizes))
+    if args.rois:
+        overrides["box_batch_size_per_image"] = args.rois
+    if args.norm:
+        overrides["norm"] = args.norm
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = json.loads(value)
+    model_config = synthetic_model_config(num_classes, **overrides)
+    print(f"model config: {model_config}", flush=True)
 
     t_train = time.monotonic()
     cfg = TrainConfig(train_json=str(paths["train"]), out_dir=str(out / "run"), iterations=args.iterations,
-                      batch_size=args.batch_size, lr=args.lr, warmup_iters=100, time_limit_s=args.time_limit,
+                      batch_size=args.batch_size, lr=args.lr, warmup_iters=args.warmup, clip_grad_norm=args.clip, time_limit_s=args.time_limit,
                       checkpoint_every=250)
     final = train(cfg, model_config=model_config, resume=False)
     train_s = time.monotonic() - t_train

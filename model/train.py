@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 
 from maskrcnn_deploy.model.checkpoint import load_checkpoint, save_checkpoint
-from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.model.config import MaskRCNNConfig, resnet18_fpn
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime.coco import CocoDetectionDataset, collate
 from maskrcnn_deploy.runtime.progress import Progress
@@ -55,6 +55,20 @@ class TrainConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
+def synthetic_model_config(num_classes: int, **overrides) -> MaskRCNNConfig:
+    """ResNet-18-FPN recipe for the synthetic scenes on a 2-core CPU (bench/train_synthetic.py).
+
+    Departures from the COCO settings, all for CPU time: input scale 96-128 px with jitter,
+    128-channel FPN and mask head, BatchNorm in backbone, FPN and mask head (training from
+    scratch), fewer proposals and 64 sampled RoIs per image (scenes hold at most six objects).
+    """
+    recipe = dict(min_size=(96, 112, 128), max_size=128, norm="bn", fpn_norm="bn", head_norm="bn",
+                  fpn_channels=128, mask_head_channels=128,
+                  rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=500,
+                  rpn_pre_nms_top_n_test=500, rpn_post_nms_top_n_test=300, box_batch_size_per_image=64)
+    return resnet18_fpn(num_classes, **{**recipe, **overrides})
+
+
 def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     """Mirror image [3,H,W], boxes [N,4] (xyxy, pixels) and masks [N,H,W] left-right."""
     width = image.shape[-1]
@@ -66,14 +80,22 @@ def hflip(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     return image.flip(-1), target
 
 
-def lr_factor(iteration: int, cfg: TrainConfig) -> float:
-    """Multiplier of cfg.lr at `iteration`: linear warm-up, then step decay."""
+def lr_factor(iteration: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Multiplier of cfg.lr at `iteration`: linear warm-up, then step decay.
+
+    The decay steps sit at fractions of the run; with a time budget (`time_limit_s`) the run's
+    progress is whichever is further along, iterations or wall time, so a budgeted run still
+    decays before it is stopped.
+    """
     factor = 1.0
     if iteration < cfg.warmup_iters:
         alpha = iteration / cfg.warmup_iters
         factor = cfg.warmup_factor * (1 - alpha) + alpha
+    progress = iteration / cfg.iterations
+    if cfg.time_limit_s:
+        progress = max(progress, elapsed_s / cfg.time_limit_s)
     for step in cfg.lr_steps:
-        if iteration >= int(step * cfg.iterations):
+        if progress >= step:
             factor *= cfg.lr_gamma
     return factor
 
@@ -121,10 +143,11 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     torch.manual_seed(cfg.seed)
 
     dataset = CocoDetectionDataset(cfg.train_json, cfg.image_dir)
-    start_iter, optimizer_state = 0, None
+    start_iter, optimizer_state, elapsed_before = 0, None, 0.0
     if resume and last_path.exists():
         model, model_config, extra = load_checkpoint(last_path)
         start_iter = int(extra.get("iteration", 0))
+        elapsed_before = float(extra.get("train_elapsed_s", 0.0))
         optimizer_state = extra.get("optimizer")
         if "rng_state" in extra:
             torch.set_rng_state(extra["rng_state"])
@@ -148,6 +171,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     def save(path: Path, iteration: int) -> None:
         save_checkpoint(path, model, model_config, iteration=iteration, optimizer=optimizer.state_dict(),
                         rng_state=torch.get_rng_state(), train_config=cfg.to_dict(),
+                        train_elapsed_s=elapsed_before + time.monotonic() - t0,
                         class_names=list(dataset.class_names), category_ids=list(dataset.category_ids))
 
     sampler = IterationBatchSampler(len(dataset), cfg.batch_size, start_iter, cfg.iterations, cfg.seed)
@@ -167,7 +191,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
             if torch.rand((), generator=flip_gen).item() < cfg.hflip_prob:
                 images[i], targets[i] = hflip(images[i], targets[i])
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(iteration, cfg)
+            group["lr"] = cfg.lr * lr_factor(iteration, cfg, elapsed_before + time.monotonic() - t0)
 
         losses = model(images, targets)
         loss = sum(losses.values())
@@ -187,7 +211,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         info = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in smoothed.items())
         progress.update(iteration, f"{info} lr {optimizer.param_groups[0]['lr']:.4f}")
 
-        out_of_time = cfg.time_limit_s is not None and time.monotonic() - t0 > cfg.time_limit_s
+        out_of_time = cfg.time_limit_s is not None and elapsed_before + time.monotonic() - t0 > cfg.time_limit_s
         if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations or out_of_time:
             save(last_path, iteration)
         if out_of_time:

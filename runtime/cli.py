@@ -1,7 +1,7 @@
 """`maskrcnn-deploy`: one command line over the library (a thin layer: parse, call, report).
 
-    maskrcnn-deploy data synth --out data/synth --train 600 --val 100
-    maskrcnn-deploy train --data data/synth --preset resnet18_fpn --out runs/r18
+    maskrcnn-deploy data synth --out data/synth --train 1000 --val 100
+    maskrcnn-deploy train --data data/synth --out runs/r18 --time-limit 870
     maskrcnn-deploy eval runs/r18/model_final.pt --data data/synth/val.json
     maskrcnn-deploy predict runs/r18/model_final.pt data/synth/val --out out/pred
     maskrcnn-deploy demo
@@ -50,18 +50,21 @@ def _split_json(data: str, split: str) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.model import config as model_config
+    from maskrcnn_deploy.model import train as train_module
     from maskrcnn_deploy.model.train import TrainConfig, train
     from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
 
     train_json = _split_json(args.data, "train")
     num_classes = CocoDetectionDataset(train_json).num_classes
-    presets = {"resnet18_fpn": model_config.resnet18_fpn, "resnet50_fpn": model_config.resnet50_fpn}
+    presets = {"synthetic_r18": train_module.synthetic_model_config, "resnet18_fpn": model_config.resnet18_fpn,
+               "resnet50_fpn": model_config.resnet50_fpn}
     mcfg = presets[args.preset](num_classes=num_classes)
     if args.image_size:
         mcfg.min_size = tuple(args.image_size) if len(args.image_size) > 1 else args.image_size[0]
         mcfg.max_size = args.max_size or max(args.image_size)
     tcfg = TrainConfig(train_json=train_json, out_dir=args.out, iterations=args.iterations,
                        batch_size=args.batch_size, lr=args.lr, warmup_iters=args.warmup_iters,
+                       clip_grad_norm=args.clip_grad or None,
                        time_limit_s=args.time_limit, seed=args.seed, checkpoint_every=args.checkpoint_every,
                        num_workers=args.workers)
     final = train(tcfg, model_config=mcfg, resume=not args.no_resume, init_checkpoint=args.init)
@@ -169,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="make datasets").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="synthetic instance-segmentation scenes as COCO json + PNG")
     synth.add_argument("--out", required=True)
-    synth.add_argument("--train", type=int, default=600, help="training images")
+    synth.add_argument("--train", type=int, default=1000, help="training images")
     synth.add_argument("--val", type=int, default=100, help="held-out validation images")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=256, help="image side in pixels")
@@ -178,11 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train Mask R-CNN on a COCO-format dataset")
     tr.add_argument("--data", required=True, help="folder with train.json/val.json, or a train json")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, summary)")
-    tr.add_argument("--preset", default="resnet18_fpn", choices=["resnet18_fpn", "resnet50_fpn"])
-    tr.add_argument("--iterations", type=int, default=3000)
-    tr.add_argument("--batch-size", type=int, default=2)
+    tr.add_argument("--preset", default="synthetic_r18", choices=["synthetic_r18", "resnet18_fpn", "resnet50_fpn"],
+                    help="synthetic_r18: ResNet-18-FPN with the small-image CPU recipe (default); "
+                         "resnet18_fpn / resnet50_fpn: COCO-scale settings")
+    tr.add_argument("--iterations", type=int, default=1150)
+    tr.add_argument("--batch-size", type=int, default=4)
     tr.add_argument("--lr", type=float, default=0.02)
     tr.add_argument("--warmup-iters", type=int, default=100)
+    tr.add_argument("--clip-grad", type=float, default=10.0, help="gradient-norm clip (0 = off)")
     tr.add_argument("--image-size", type=int, nargs="+", default=None,
                     help="training min sizes (scale jitter picks one per batch); the last is used at test time")
     tr.add_argument("--max-size", type=int, default=None)
@@ -214,10 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole flow on an embedded synthetic default")
     demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--train-images", type=int, default=600)
+    demo.add_argument("--train-images", type=int, default=1000)
     demo.add_argument("--val-images", type=int, default=100)
-    demo.add_argument("--iterations", type=int, default=1500)
-    demo.add_argument("--time-limit", type=float, default=780.0)
+    demo.add_argument("--iterations", type=int, default=3000, help="upper bound; the time budget ends the run")
+    demo.add_argument("--time-limit", type=float, default=870.0, help="training budget, s (lr steps follow it)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
