@@ -37,17 +37,22 @@ class TwoMLPHead(nn.Module):
         return F.relu(self.fc7(F.relu(self.fc6(x.flatten(1)))))
 
 
+def _init_convs(module: nn.Module) -> None:
+    """He (fan-out) init of every conv in `module`, zero biases (as torchvision's heads)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class ConvFCHead(nn.Sequential):
     """v2 box head: 4x (conv3x3 + norm + ReLU) -> Flatten -> Linear -> ReLU (keys 0..3, 5)."""
 
     def __init__(self, channels: int, pool: int, norm: str | None, fc_dim: int = 1024):
         convs = [_conv3x3(channels, channels, norm) for _ in range(4)]
         super().__init__(*convs, nn.Flatten(), nn.Linear(channels * pool * pool, fc_dim), nn.ReLU(inplace=True))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        _init_convs(self)
 
 
 class BoxPredictor(nn.Module):
@@ -68,11 +73,7 @@ class MaskHead(nn.Sequential):
 
     def __init__(self, channels: int, width: int = 256, norm: str | None = None):
         super().__init__(*[_conv3x3(channels if i == 0 else width, width, norm) for i in range(4)])
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        _init_convs(self)
 
 
 class MaskPredictor(nn.Sequential):
