@@ -36,9 +36,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--time-limit", type=float, default=900.0, help="training wall-clock budget, s (lr steps follow it)")
-    parser.add_argument("--min-sizes", type=int, nargs="+", default=None, help="training scale jitter; last = test")
-    parser.add_argument("--rois", type=int, default=None, help="sampled RoIs per image")
-    parser.add_argument("--norm", default=None, choices=["bn", "gn"])
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--clip", type=float, default=10.0)
     parser.add_argument("--image-size", type=int, default=256, help="synthetic image side")
@@ -51,23 +48,14 @@ def main() -> None:
     paths = make_synthetic_dataset(out / "data", num_train=args.train_images, num_val=args.val_images, seed=0,
                                    image_size=(args.image_size, args.image_size))
     num_classes = CocoDetectionDataset(paths["train"]).num_classes
-    overrides = {}
-    if args.min_sizes:
-        overrides.update(min_size=tuple(args.min_sizes), max_size=max(args.min_sizes))
-    if args.rois:
-        overrides["box_batch_size_per_image"] = args.rois
-    if args.norm:
-        overrides["norm"] = args.norm
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     model_config = synthetic_model_config(num_classes, **overrides)
     print(f"model config: {model_config}", flush=True)
 
     t_train = time.monotonic()
     cfg = TrainConfig(train_json=str(paths["train"]), out_dir=str(out / "run"), iterations=args.iterations,
-                      batch_size=args.batch_size, lr=args.lr, warmup_iters=args.warmup, clip_grad_norm=args.clip, time_limit_s=args.time_limit,
-                      checkpoint_every=250)
+                      batch_size=args.batch_size, lr=args.lr, warmup_iters=args.warmup, clip_grad_norm=args.clip,
+                      time_limit_s=args.time_limit, checkpoint_every=250)
     final = train(cfg, model_config=model_config, resume=False)
     train_s = time.monotonic() - t_train
 

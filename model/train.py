@@ -168,10 +168,14 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
+    def elapsed() -> float:
+        """Training wall time in seconds, earlier runs of a resumed training included."""
+        return elapsed_before + time.monotonic() - t0
+
     def save(path: Path, iteration: int) -> None:
         save_checkpoint(path, model, model_config, iteration=iteration, optimizer=optimizer.state_dict(),
                         rng_state=torch.get_rng_state(), train_config=cfg.to_dict(),
-                        train_elapsed_s=elapsed_before + time.monotonic() - t0,
+                        train_elapsed_s=elapsed(),
                         class_names=list(dataset.class_names), category_ids=list(dataset.category_ids))
 
     sampler = IterationBatchSampler(len(dataset), cfg.batch_size, start_iter, cfg.iterations, cfg.seed)
@@ -191,7 +195,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
             if torch.rand((), generator=flip_gen).item() < cfg.hflip_prob:
                 images[i], targets[i] = hflip(images[i], targets[i])
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(iteration, cfg, elapsed_before + time.monotonic() - t0)
+            group["lr"] = cfg.lr * lr_factor(iteration, cfg, elapsed())
 
         losses = model(images, targets)
         loss = sum(losses.values())
@@ -211,7 +215,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         info = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in smoothed.items())
         progress.update(iteration, f"{info} lr {optimizer.param_groups[0]['lr']:.4f}")
 
-        out_of_time = cfg.time_limit_s is not None and elapsed_before + time.monotonic() - t0 > cfg.time_limit_s
+        out_of_time = cfg.time_limit_s is not None and elapsed() > cfg.time_limit_s
         if iteration % cfg.checkpoint_every == 0 or iteration == cfg.iterations or out_of_time:
             save(last_path, iteration)
         if out_of_time:
