@@ -1,7 +1,7 @@
 """`maskrcnn-deploy`: one command line over the library (a thin layer: parse, call, report).
 
     maskrcnn-deploy data synth --out data/synth --train 1000 --val 100
-    maskrcnn-deploy train --data data/synth --out runs/r18 --time-limit 870
+    maskrcnn-deploy train --data data/synth --out runs/r18 --time-limit 900
     maskrcnn-deploy eval runs/r18/model_final.pt --data data/synth/val.json
     maskrcnn-deploy predict runs/r18/model_final.pt data/synth/val --out out/pred
     maskrcnn-deploy demo
@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo")
     demo.add_argument("--train-images", type=int, default=1000)
     demo.add_argument("--val-images", type=int, default=100)
-    demo.add_argument("--iterations", type=int, default=3000, help="upper bound; the time budget ends the run")
-    demo.add_argument("--time-limit", type=float, default=870.0, help="training budget, s (lr steps follow it)")
+    demo.add_argument("--iterations", type=int, default=1150, help="as bench/train_synthetic.py")
+    demo.add_argument("--time-limit", type=float, default=900.0, help="training budget, s (lr steps follow it)")
     demo.set_defaults(func=cmd_demo)
     return parser
 
