@@ -228,7 +228,7 @@ def mask_loss(mask_logits: Tensor, boxes: list[Tensor], gt_masks: list[Tensor], 
     targets = []
     for masks, b, m in zip(gt_masks, boxes, matched):
         rois = torch.cat([m.to(b)[:, None], b], dim=1)
-        targets.append(roi_align(masks[:, None].to(rois), rois, M, 1.0, -1, False)[:, 0])
+        targets.append(roi_align(masks[:, None].to(rois), rois, M, 1.0, 0, False)[:, 0])
     targets = torch.cat(targets)
     if targets.numel() == 0:
         return mask_logits.sum() * 0

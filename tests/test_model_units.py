@@ -1,78 +1,12 @@
-"""Unit tests: RoIAlign and level mapper vs torchvision, checkpoints, the from-scratch preset."""
+"""Unit tests: checkpoints and the from-scratch preset (RoIAlign has tests/test_roi_align.py)."""
 
 import pytest
 import torch
 import torchvision
-from torchvision.ops.poolers import LevelMapper
 
-from maskrcnn_deploy.model import (CheckpointError, MaskRCNN, assign_fpn_levels, load_checkpoint,
-                                   load_torchvision_state_dict, multilevel_roi_align, resnet18_fpn, roi_align,
-                                   save_checkpoint, torchvision_v1)
+from maskrcnn_deploy.model import (CheckpointError, MaskRCNN, load_checkpoint, load_torchvision_state_dict,
+                                   resnet18_fpn, save_checkpoint, torchvision_v1)
 from maskrcnn_deploy.model.checkpoint import map_legacy_key
-
-
-def _rois(k, batch, h, w, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    xy = torch.rand(k, 2, generator=gen) * torch.tensor([w * 1.2, h * 1.2]) - torch.tensor([w * 0.1, h * 0.1])
-    wh = torch.rand(k, 2, generator=gen) * torch.tensor([w * 0.7, h * 0.7])
-    b = torch.randint(0, batch, (k, 1), generator=gen).float()
-    rois = torch.cat([b, xy, xy + wh], 1)
-    rois[:4, 3:] = rois[:4, 1:3]  # zero-size boxes
-    rois[4, 1:] = torch.tensor([-20.0, -20.0, -5.0, -3.0])  # fully outside
-    return rois
-
-
-@pytest.mark.parametrize("aligned", [False, True])
-@pytest.mark.parametrize("sampling", [0, 2, -1])
-@pytest.mark.parametrize("out", [7, 14])
-def test_roi_align_matches_torchvision(aligned, sampling, out):
-    feats = torch.randn(3, 16, 24, 30, generator=torch.Generator().manual_seed(1))
-    worst = 0.0
-    for scale in (1.0, 0.5, 0.25):
-        rois = _rois(150, 3, 24 / scale, 30 / scale)
-        ours = roi_align(feats, rois, out, scale, sampling, aligned)
-        ref = torchvision.ops.roi_align(feats, rois, out, scale, sampling, aligned)
-        worst = max(worst, (ours - ref).abs().max().item())
-    assert worst <= 1e-5, worst
-
-
-def test_roi_align_empty_and_gradcheck():
-    feats = torch.randn(1, 4, 8, 8)
-    assert roi_align(feats, torch.zeros(0, 5), 7, 1.0, 2).shape == (0, 4, 7, 7)
-    f = torch.randn(2, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    rois = torch.tensor([[0, 0.3, 0.7, 4.2, 5.1], [1, -1.0, 2.0, 7.5, 3.3], [1, 2.2, 1.1, 2.9, 1.4]],
-                        dtype=torch.float64)
-    for sampling, aligned in ((2, False), (0, True)):
-        assert torch.autograd.gradcheck(lambda x: roi_align(x, rois, 3, 0.9, sampling, aligned), (f,))
-    # gradients agree with torchvision's backward
-    f32 = torch.randn(2, 8, 20, 20, requires_grad=True)
-    rois32 = _rois(40, 2, 40, 40)
-    g1, = torch.autograd.grad(roi_align(f32, rois32, 7, 0.5, 2).square().sum(), f32)
-    g2, = torch.autograd.grad(torchvision.ops.roi_align(f32, rois32, 7, 0.5, 2).square().sum(), f32)
-    assert (g1 - g2).abs().max() < 1e-4
-
-
-def test_level_mapper_matches_torchvision_on_boundaries():
-    sides = torch.tensor([1.0, 50, 111.99, 112, 112.01, 150, 223.999, 224, 224.001, 300, 447.99, 448, 448.01, 900])
-    x1 = torch.rand(len(sides)) * 50
-    boxes = torch.stack([x1, x1, x1 + sides, x1 + sides], 1)
-    # rectangles too
-    boxes = torch.cat([boxes, torch.tensor([[0, 0, 56, 224.0], [10, 10, 122, 458], [0, 0, 448, 112]])])
-    ref = LevelMapper(k_min=2, k_max=5)([boxes])
-    assert torch.equal(assign_fpn_levels(boxes), ref)
-    assert assign_fpn_levels(torch.tensor([[0, 0, 112, 112.0], [0, 0, 224, 224.0], [0, 0, 448, 448.0]])).tolist() \
-        == ref[[3, 7, 11]].tolist() == [1, 2, 3]
-
-
-def test_multilevel_matches_torchvision_pooler():
-    feats = [torch.randn(2, 8, 64 // 2 ** i, 80 // 2 ** i) for i in range(4)]
-    boxes = [torch.tensor([[0, 0, 50, 60.0], [10, 10, 250, 230], [5, 5, 120, 130], [0, 0, 319, 255]]),
-             torch.tensor([[30, 40, 90, 100.0], [1, 1, 300, 250]])]
-    pooler = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
-    ref = pooler({str(i): f for i, f in enumerate(feats)}, boxes, [(256, 320), (250, 310)])
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(boxes)])
-    ours = multilevel_roi_align(feats, rois, 7, [1 / 4, 1 / 8, 1 / 16, 1 / 32], 2, False)
-    assert (ours - ref).abs().max() < 1e-5
 
 
 # ----------------------------------------------------------------------------- checkpoints
