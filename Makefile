@@ -15,9 +15,9 @@ venv: $(STAMP)
 
 # torchvision's registry wheels are CUDA builds of torch (they run on CPU-only machines);
 # installing both by range lets pip pick a matching pair.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py plugins/build_native.py $(wildcard plugins/roi_align/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=68" wheel
+	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
