@@ -1,0 +1,152 @@
+"""The deploy graph: Mask R-CNN inference with fixed-size tensors end to end, so torch.export
+(and so ONNX and TensorRT) sees no data-dependent shapes.
+
+    images      [B,3,H,W] float 0-1, already resized and padded by the runtime (padding = image_mean,
+                which normalises to exactly 0, as the training batcher's zero padding)
+    image_sizes [B,2] float (height, width) of each resized image inside the padding
+ -> boxes [B,N,4] (resized-image pixels), scores [B,N], labels [B,N] int64, masks [B,N,28,28]
+    (probability of the predicted class), num_detections [B] int64; N = max detections, zero-padded.
+
+It reuses the trained modules of `MaskRCNN` and reproduces its inference exactly, except that
+variable-length lists become padded tensors with a validity mask: candidates that torchvision
+would have dropped (small, below the score threshold, suppressed, past top-k) score -1 and never
+reach the output. NMS is `nms_keep` (export/nms.py) and RoIAlign the native fused op.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maskrcnn_deploy.model import MaskRCNN
+from maskrcnn_deploy.model.anchors import grid_anchors
+from maskrcnn_deploy.model.roi_align import multilevel_roi_align
+
+from .nms import nms_keep, offset_by_class
+
+__all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
+
+OUTPUT_NAMES = ("boxes", "scores", "labels", "masks", "num_detections")
+_INVALID = -1.0  # score of a dropped candidate; every threshold below is >= 0
+FPN_SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]  # P2..P5 (the backbone's strides)
+
+
+def _clip(boxes: Tensor, image_sizes: Tensor) -> Tensor:
+    """boxes [B,...,4] clamped into each image's (height, width) [B,2] (torchvision's clip_boxes_to_image)."""
+    shape = (boxes.shape[0],) + (1,) * (boxes.dim() - 1)
+    h, w = image_sizes[:, 0].reshape(shape), image_sizes[:, 1].reshape(shape)
+    x = torch.minimum(boxes[..., 0::2].clamp(min=0), w)
+    y = torch.minimum(boxes[..., 1::2].clamp(min=0), h)
+    return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
+
+
+def _big_enough(boxes: Tensor, min_size: float) -> Tensor:
+    """[..., 4] -> [...] bool: width and height both >= min_size."""
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+
+
+def _rois(boxes: Tensor) -> Tensor:
+    """[B,M,4] -> [B*M,5] with the image index first."""
+    b, m = boxes.shape[:2]
+    index = torch.arange(b, dtype=boxes.dtype, device=boxes.device).reshape(b, 1, 1).expand(b, m, 1)
+    return torch.cat([index, boxes], dim=2).reshape(b * m, 5)
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """x [B,M,...], index [B,K] -> [B,K,...]."""
+    shape = index.shape + (1,) * (x.dim() - 2)
+    return torch.gather(x, 1, index.reshape(shape).expand(index.shape + x.shape[2:]))
+
+
+class DeployMaskRCNN(nn.Module):
+    """Inference-only, fixed-shape view of a trained `MaskRCNN` (shares its weights)."""
+
+    def __init__(self, model: MaskRCNN, max_detections: int | None = None):
+        super().__init__()
+        cfg = model.config
+        self.cfg = cfg
+        self.backbone, self.rpn, self.roi_heads = model.backbone, model.rpn, model.roi_heads
+        self.max_detections = int(max_detections or cfg.detections_per_img)
+        self.register_buffer("mean", torch.tensor(cfg.image_mean).reshape(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.image_std).reshape(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        x = (images - self.mean) / self.std
+        feats = self.backbone(x)  # P2..P6
+        proposals, proposal_ok = self.propose(feats, tuple(images.shape[-2:]), image_sizes)
+        return self.detect(feats[:4], proposals, proposal_ok, image_sizes)
+
+    # ---- RPN --------------------------------------------------------------------------------------------------------
+    def propose(self, feats: list[Tensor], padded_size: tuple[int, int], image_sizes: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        """Proposals [B,P,4] and their validity [B,P] (P = post-NMS top-n)."""
+        cfg = self.cfg
+        logits, deltas = self.rpn.head(feats)
+        B = feats[0].shape[0]
+        anchors = grid_anchors([f.shape[-2:] for f in feats], padded_size, cfg.anchor_sizes, cfg.anchor_ratios,
+                               feats[0].dtype, feats[0].device)  # [A,4]
+        scores, boxes, levels, ok = [], [], [], []
+        offset = 0
+        for lvl, (logit, delta) in enumerate(zip(logits, deltas)):
+            n = logit.shape[1] * logit.shape[2] * logit.shape[3]
+            obj = logit.permute(0, 2, 3, 1).reshape(B, n)          # [B, n] (y, x, anchor)
+            reg = delta.reshape(B, -1, 4, delta.shape[2], delta.shape[3]).permute(0, 3, 4, 1, 2).reshape(B, n, 4)
+            # pad so top-k always has pre_n entries; padding is marked invalid
+            k = cfg.rpn_pre_nms_top_n_test
+            obj = torch.cat([obj, obj.new_full((B, k), float("-inf"))], dim=1)
+            top, idx = obj.topk(k, dim=1)                          # [B,k]
+            valid = idx < n
+            idx = torch.where(valid, idx, torch.zeros_like(idx))
+            level_anchors = anchors[offset:offset + n]
+            decoded = self.rpn.coder.decode(_gather(reg, idx).reshape(-1, 4),
+                                            level_anchors[idx.reshape(-1)]).reshape(B, k, 4)
+            scores.append(torch.where(valid, torch.sigmoid(top), torch.full_like(top, _INVALID)))
+            boxes.append(decoded)
+            levels.append(torch.full((B, k), float(lvl), device=top.device))
+            ok.append(valid)
+            offset += n
+        scores, boxes, levels = torch.cat(scores, 1), _clip(torch.cat(boxes, 1), image_sizes), torch.cat(levels, 1)
+        ok = torch.cat(ok, 1) & _big_enough(boxes, cfg.rpn_min_size) & (scores >= cfg.rpn_score_thresh)
+        scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
+        keep = nms_keep(offset_by_class(boxes, levels), scores, cfg.rpn_nms_thresh, _INVALID)
+        scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
+        post_n = min(cfg.rpn_post_nms_top_n_test, scores.shape[1])
+        top, idx = scores.topk(post_n, dim=1)                      # sorted by score, like torchvision
+        return _gather(boxes, idx), top > _INVALID
+
+    # ---- box and mask heads -------------------------------------------------------------------------------------------
+    def _pool(self, feats: list[Tensor], boxes: Tensor, output_size: int) -> Tensor:
+        """Fused RoIAlign of boxes [B,M,4] on P2..P5 (strides 4..32) -> [B*M, C, out, out]."""
+        cfg = self.cfg
+        return multilevel_roi_align(feats, _rois(boxes), output_size, FPN_SCALES, cfg.roi_sampling_ratio, cfg.roi_aligned,
+                                    cfg.canonical_scale, cfg.canonical_level, cfg.level_mapper_eps)
+
+    def detect(self, feats: list[Tensor], proposals: Tensor, proposal_ok: Tensor, image_sizes: Tensor
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        cfg, heads = self.cfg, self.roi_heads
+        B, P = proposals.shape[:2]
+        x = heads.box_head(self._pool(feats, proposals, cfg.box_roi_output_size))
+        class_logits, box_deltas = heads.box_predictor(x)           # [B*P,K], [B*P,4K]
+        K = class_logits.shape[1]
+        boxes = heads.coder.decode(box_deltas, proposals.reshape(-1, 4)).reshape(B, P, K, 4)
+        boxes = _clip(boxes, image_sizes)[:, :, 1:].reshape(B, P * (K - 1), 4)
+        scores = F.softmax(class_logits, -1).reshape(B, P, K)[:, :, 1:].reshape(B, P * (K - 1))
+        labels = torch.arange(1, K, device=scores.device).repeat(B, P, 1).reshape(B, P * (K - 1))
+        ok = proposal_ok[:, :, None].expand(B, P, K - 1).reshape(B, -1) & _big_enough(boxes, 1e-2) \
+            & (scores > cfg.box_score_thresh)
+        scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
+        keep = nms_keep(offset_by_class(boxes, labels), scores, cfg.box_nms_thresh, cfg.box_score_thresh)
+        scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
+        n = min(self.max_detections, scores.shape[1])
+        top, idx = scores.topk(n, dim=1)                            # [B,N]
+        valid = top > _INVALID
+        det_boxes = _gather(boxes, idx) * valid[..., None]
+        det_labels = torch.gather(labels, 1, idx) * valid
+        det_scores = top * valid
+        mask_x = heads.mask_head(self._pool(feats, det_boxes, cfg.mask_roi_output_size))
+        mask_logits = heads.mask_predictor(mask_x)                  # [B*N,K,28,28]
+        M = mask_logits.shape[-1]
+        picked = torch.gather(mask_logits, 1, det_labels.reshape(B * n, 1, 1, 1).expand(B * n, 1, M, M))
+        masks = torch.sigmoid(picked).reshape(B, n, M, M) * valid[..., None, None]
+        return det_boxes, det_scores, det_labels, masks, valid.sum(dim=1)
