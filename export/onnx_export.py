@@ -9,6 +9,7 @@ installed ONNX Runtime accepts.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,13 @@ from . import onnx_ops
 from .deploy_model import OUTPUT_NAMES, DeployMaskRCNN
 from .nms import nms_keep_onnx
 
-__all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", "verify_onnx", "INPUT_NAMES"]
+__all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", "export_checkpoint", "verify_onnx",
+           "INPUT_NAMES", "METADATA_KEY"]
 
 INPUT_NAMES = ("images", "image_sizes")
 MIN_OPSET, MAX_OPSET = 18, 20  # RoiAlign-16 semantics; torchlib is written at opset 18
 MAX_IR_VERSION = 10            # what onnxruntime >= 1.18 loads
+METADATA_KEY = "maskrcnn_deploy"  # metadata_props entry: config, class names, export options (read by the runtime)
 
 
 class ExportError(RuntimeError):
@@ -63,16 +66,37 @@ def _check_options(options: ExportOptions, config) -> tuple[int, int]:
     return size
 
 
-def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None = None) -> onnx.ModelProto:
-    """Export `model` to `path`; returns the verified ModelProto."""
+def export_checkpoint(checkpoint: str | Path, path: str | Path, options: ExportOptions | None = None,
+                      num_classes: int | None = None) -> onnx.ModelProto:
+    """Export one of our checkpoints; num_classes, when given, must match the checkpoint's."""
+    from maskrcnn_deploy.model import CheckpointError, load_checkpoint
+
+    try:
+        model, config, extra = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    if num_classes is not None and num_classes != config.num_classes:
+        raise ExportError(f"{checkpoint} has {config.num_classes} classes (background included), "
+                          f"not {num_classes}: export the checkpoint that was trained for your classes")
+    return export_onnx(model, path, options, {k: extra[k] for k in ("class_names", "category_ids") if k in extra})
+
+
+def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None = None,
+                labels: dict | None = None) -> onnx.ModelProto:
+    """Export `model` to `path`; returns the verified ModelProto.
+
+    labels: optional {"class_names": [...], "category_ids": [...]} stored in the file's metadata.
+    """
     options = options or ExportOptions()
     size = _check_options(options, model.config)
     if model.training:
         print("[export] the model was in training mode; exporting it in eval mode", flush=True)
     model.eval()
     deploy = DeployMaskRCNN(model, options.max_detections).eval()
-    images = torch.zeros(options.batch_size, 3, *size)
-    image_sizes = torch.tensor([list(size)] * options.batch_size, dtype=torch.float32)
+    # torch.export specializes a dimension traced at size 0 or 1, so a dynamic batch is traced with two images
+    batch_size = max(options.batch_size, 2) if options.dynamic else options.batch_size
+    images = torch.zeros(batch_size, 3, *size)
+    image_sizes = torch.tensor([list(size)] * batch_size, dtype=torch.float32)
     roi_translation = (onnx_ops.multilevel_roi_align_custom if options.roi_align == "custom"
                        else onnx_ops.multilevel_roi_align_standard)
     if options.roi_align == "custom":
@@ -98,6 +122,9 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
     proto = program.model_proto
     proto.doc_string = (f"maskrcnn-deploy: Mask R-CNN {model.config.backbone_depth}-layer backbone, "
                         f"{model.config.num_classes} classes, RoIAlign {options.roi_align}")
+    meta = {"config": model.config.to_dict(), "roi_align": options.roi_align, "dynamic": options.dynamic,
+            **(labels or {})}
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
     tmp = path.with_suffix(path.suffix + ".tmp")
     onnx.save_model(proto, str(tmp))
     tmp.replace(path)

@@ -4,6 +4,8 @@
     maskrcnn-deploy train --data data/synth --out runs/r18 --time-limit 900
     maskrcnn-deploy eval runs/r18/model_final.pt --data data/synth/val.json
     maskrcnn-deploy predict runs/r18/model_final.pt data/synth/val --out out/pred
+    maskrcnn-deploy export runs/r18/model_final.pt -o out/model.onnx
+    maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json
     maskrcnn-deploy demo
 
 Errors the user can fix (bad input, missing files) print one line and exit with code 2.
@@ -222,9 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="out/demo")
     demo.add_argument("--train-images", type=int, default=1000)
     demo.add_argument("--val-images", type=int, default=100)
-    demo.add_argument("--iterations", type=int, default=1150, help="as bench/train_synthetic.py")
-    demo.add_argument("--time-limit", type=float, default=900.0, help="training budget, s (lr steps follow it)")
+    demo.add_argument("--iterations", type=int, default=3000, help="as bench/train_synthetic.py")
+    demo.add_argument("--time-limit", type=float, default=885.0, help="training budget, s (lr steps follow it)")
     demo.set_defaults(func=cmd_demo)
+
+    from maskrcnn_deploy.runtime import cli_deploy
+    cli_deploy.add_commands(sub)
     return parser
 
 
@@ -236,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ValueError as err:  # CheckpointError, ImageLoadError, class-count mismatches
+        print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:  # ours (ExportError, OnnxRuntimeError, NativeLibraryError) name the fix
+        if not type(err).__module__.startswith("maskrcnn_deploy"):
+            raise
         print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

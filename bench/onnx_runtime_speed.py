@@ -1,0 +1,126 @@
+"""PyTorch eager vs ONNX Runtime latency of the whole detector, in one run, on this CPU.
+
+For ResNet-18-FPN and ResNet-50-FPN (seeded torchvision-compatible weights, 91 classes as COCO) at
+800x1344, it exports both flavours (custom MultiLevelRoIAlign node, standard ops), then times
+`run_raw` (the deploy graph on a preprocessed batch of one) in PyTorch eager and in ONNX Runtime:
+median of --repeat runs after --warmup. Prints ratios (PyTorch time / ONNX Runtime time: > 1 means
+ONNX Runtime is faster). Also times the custom op alone: the MultiLevelRoIAlign node in ONNX Runtime
+(through the onnxruntime-extensions PyOp) against the same native kernel called from PyTorch, which
+is the PyOp's overhead per call.
+
+    .venv/bin/python bench/onnx_runtime_speed.py --out out/bench_ort
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import torchvision
+from onnx import TensorProto, helper
+
+from maskrcnn_deploy.export import DeployMaskRCNN
+from maskrcnn_deploy.export.onnx_export import ExportOptions, export_onnx
+from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet18_fpn, torchvision_v1
+from maskrcnn_deploy.plugins import multilevel_roi_align
+from maskrcnn_deploy.runtime.onnx_backend import load_session
+from maskrcnn_deploy.runtime.predictor import OnnxPredictor, preprocess_images
+
+SIZE = (800, 1344)
+SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+
+
+def median_time(fn, repeat: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def build(name: str) -> MaskRCNN:
+    torch.manual_seed(0)
+    if name == "r50":
+        tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)
+        model = MaskRCNN(torchvision_v1(91))
+        load_torchvision_state_dict(model, tv.state_dict())
+    else:
+        model = MaskRCNN(resnet18_fpn(91, min_size=800, max_size=1333))
+    return model.eval()
+
+
+def custom_op_overhead(repeat: int) -> dict:
+    """MultiLevelRoIAlign node alone in ONNX Runtime vs the torch op, 1000 rois 7x7 at 800x1344."""
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(1, 256, SIZE[0] // 2 ** (i + 2), SIZE[1] // 2 ** (i + 2), generator=gen) for i in range(4)]
+    xy = torch.rand(1000, 2, generator=gen) * 1000
+    rois = torch.cat([torch.zeros(1000, 1), xy, xy + torch.rand(1000, 2, generator=gen) * 300 + 8], 1)
+    node = helper.make_node("MultiLevelRoIAlign", ["rois", "p2", "p3", "p4", "p5"], ["y"], domain="maskrcnn_deploy",
+                            output_height=7, output_width=7, sampling_ratio=2, aligned=0, spatial_scales=SCALES,
+                            canonical_scale=224.0, canonical_level=4, level_eps=1e-6, mode="avg")
+    inputs = [helper.make_tensor_value_info("rois", TensorProto.FLOAT, [1000, 5])]
+    inputs += [helper.make_tensor_value_info(f"p{i + 2}", TensorProto.FLOAT, list(f.shape)) for i, f in enumerate(feats)]
+    graph = helper.make_graph([node], "roi", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("maskrcnn_deploy", 1)])
+    model.ir_version = 10
+    path = Path("out/bench_ort/roi_node.onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    session = load_session(path)
+    feed = {"rois": rois.numpy(), **{f"p{i + 2}": f.numpy() for i, f in enumerate(feats)}}
+    t_ort = median_time(lambda: session.run(None, feed), repeat, 2)
+    t_torch = median_time(lambda: multilevel_roi_align(feats, rois, 7, SCALES, 2, False), repeat, 2)
+    diff = np.abs(session.run(None, feed)[0] - multilevel_roi_align(feats, rois, 7, SCALES, 2, False).numpy()).max()
+    return {"ort_node_ms": t_ort * 1e3, "torch_op_ms": t_torch * 1e3, "overhead_ms": (t_ort - t_torch) * 1e3,
+            "max_abs_diff": float(diff)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="out/bench_ort")
+    parser.add_argument("--models", nargs="+", default=["r18", "r50"])
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), input {SIZE[0]}x{SIZE[1]}, batch 1, "
+          f"medians of {args.repeat} after {args.warmup} warm-up runs")
+    overhead = custom_op_overhead(args.repeat)
+    print(f"custom op alone (1000 rois 7x7): ONNX Runtime node {overhead['ort_node_ms']:.1f} ms, torch op "
+          f"{overhead['torch_op_ms']:.1f} ms -> PyOp overhead {overhead['overhead_ms']:.1f} ms per call "
+          f"(max|diff| {overhead['max_abs_diff']:.1e})")
+    summary = {"custom_op": overhead, "models": {}}
+    image = torch.rand(3, *SIZE, generator=torch.Generator().manual_seed(1))
+    for name in args.models:
+        model = build(name)
+        deploy = DeployMaskRCNN(model).eval()
+        batch, sizes = preprocess_images([image], model.config, SIZE)
+        with torch.inference_mode():
+            t_torch = median_time(lambda: deploy(batch, sizes), args.repeat, args.warmup)
+        row = {"pytorch_ms": t_torch * 1e3}
+        print(f"{name}: PyTorch eager {t_torch * 1e3:8.1f} ms")
+        for flavour in ("custom", "standard"):
+            path = out / f"{name}_{flavour}.onnx"
+            export_onnx(model, path, ExportOptions(roi_align=flavour, input_size=SIZE))
+            predictor = OnnxPredictor(path)
+            t_ort = median_time(lambda: predictor.run_raw(batch, sizes), args.repeat, args.warmup)
+            row[f"ort_{flavour}_ms"] = t_ort * 1e3
+            print(f"{name}: ONNX Runtime {flavour:8s} {t_ort * 1e3:8.1f} ms   PyTorch / ORT = {t_torch / t_ort:4.2f}x")
+            path.unlink()
+        summary["models"][name] = row
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"summary: {out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()

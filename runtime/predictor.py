@@ -1,0 +1,182 @@
+"""One predictor interface over PyTorch checkpoints and ONNX graphs: `load(path).predict(images)`.
+
+Every backend runs the same deploy graph (export/deploy_model.py) on the same preprocessed batch
+and goes through the same post-processing, so results differ only by what the backend computes:
+
+    preprocess : resize like training (short side test_min_size, long side <= max_size, bilinear),
+                 pad bottom/right with the image mean (0 after the in-graph normalisation) to the
+                 graph's static size, or to a multiple of size_divisible for dynamic graphs
+    raw        : boxes [N,4] resized pixels, scores [N], labels [N], masks [N,28,28], num_detections
+    postprocess: boxes to original pixels, masks pasted full size (torchvision's paste), binary masks
+                 (probability >= 0.5) and their COCO RLE
+
+A detection dict per image: boxes [D,4] float32, scores [D], labels [D] int64 (1..K-1),
+masks [D,H,W] bool, rles (list of COCO RLE dicts), raw (that image's rows of the raw outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pycocotools import mask as mask_utils
+
+from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.model.transform import paste_masks_in_image, resize_boxes
+
+__all__ = ["Predictor", "TorchPredictor", "OnnxPredictor", "load", "preprocess_images", "PredictorError",
+           "METADATA_KEY"]
+
+from maskrcnn_deploy.export.onnx_export import METADATA_KEY  # noqa: E402  (config + class names in the ONNX file)
+
+
+class PredictorError(ValueError):
+    """A model file or an input the predictor cannot use; the message is one line."""
+
+
+def _as_tensor(image) -> torch.Tensor:
+    """Path, uint8 HxWx3 array or float [3,H,W] tensor in 0-1 -> float32 [3,H,W]."""
+    if isinstance(image, (str, Path)):
+        from maskrcnn_deploy.runtime.coco import load_image
+        return load_image(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise PredictorError(f"numpy images must be HxWx3, got shape {image.shape}")
+        scale = 255.0 if image.dtype == np.uint8 else 1.0
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / scale
+    if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise PredictorError(f"images must be [3,H,W] with H,W > 0, got shape {tuple(image.shape)}")
+    return image.float()
+
+
+def preprocess_images(images: Sequence[torch.Tensor], config: MaskRCNNConfig, input_size: tuple[int, int] | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """[3,H,W] 0-1 images -> batch [B,3,Hp,Wp] (mean-padded) and resized sizes [B,2] float (h, w)."""
+    resized = []
+    for image in images:
+        h, w = image.shape[-2:]
+        scale = min(config.test_min_size / min(h, w), config.max_size / max(h, w))
+        resized.append(F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
+                                     align_corners=False)[0])
+    if input_size is None:
+        d = config.size_divisible
+        input_size = (int(math.ceil(max(r.shape[-2] for r in resized) / d) * d),
+                      int(math.ceil(max(r.shape[-1] for r in resized) / d) * d))
+    mean = torch.tensor(config.image_mean).reshape(3, 1, 1)
+    batch = mean.expand(3, *input_size).repeat(len(resized), 1, 1, 1).contiguous()
+    for img, slot in zip(resized, batch):
+        if img.shape[-2] > input_size[0] or img.shape[-1] > input_size[1]:
+            raise PredictorError(f"an image resized to {img.shape[-2]}x{img.shape[-1]} does not fit the graph's static "
+                                 f"input {input_size[0]}x{input_size[1]}: export with --dynamic or a larger --input-size")
+        slot[:, :img.shape[-2], :img.shape[-1]].copy_(img)
+    sizes = torch.tensor([[r.shape[-2], r.shape[-1]] for r in resized], dtype=torch.float32)
+    return batch, sizes
+
+
+def postprocess(raw: dict[str, np.ndarray], sizes: torch.Tensor, original_sizes: list[tuple[int, int]],
+                mask_threshold: float = 0.5) -> list[dict]:
+    """Batch raw outputs -> one detection dict per image (see the module docstring)."""
+    results = []
+    for i, orig in enumerate(original_sizes):
+        n = int(raw["num_detections"][i])
+        row = {"boxes": raw["boxes"][i], "scores": raw["scores"][i], "labels": raw["labels"][i].astype(np.int64),
+               "masks": raw["masks"][i], "num_detections": n}
+        size = (int(sizes[i, 0]), int(sizes[i, 1]))
+        boxes = resize_boxes(torch.from_numpy(row["boxes"][:n].astype(np.float32)), size, orig)
+        probs = paste_masks_in_image(torch.from_numpy(row["masks"][:n].astype(np.float32))[:, None], boxes, orig)
+        masks = (probs[:, 0] >= mask_threshold).numpy()
+        rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+        results.append({"boxes": boxes.numpy(), "scores": row["scores"][:n].astype(np.float32),
+                        "labels": row["labels"][:n], "masks": masks, "rles": rles, "raw": row})
+    return results
+
+
+class Predictor:
+    """Common driver: subclasses provide `run_raw(batch, sizes) -> {output name: numpy [B,...]}`."""
+
+    backend = "base"
+
+    def __init__(self, config: MaskRCNNConfig, input_size: tuple[int, int] | None, batch_size: int | None,
+                 class_names: list[str] | None, category_ids: list[int] | None):
+        self.config, self.input_size, self.fixed_batch = config, input_size, batch_size
+        self.class_names, self.category_ids = class_names, category_ids
+
+    def run_raw(self, batch: torch.Tensor, sizes: torch.Tensor) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, images: Sequence, batch_size: int = 1, mask_threshold: float = 0.5) -> list[dict]:
+        """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors)."""
+        step = self.fixed_batch or batch_size
+        results = []
+        for start in range(0, len(images), step):
+            chunk = [_as_tensor(im) for im in images[start:start + step]]
+            originals = [(int(c.shape[-2]), int(c.shape[-1])) for c in chunk]
+            batch, sizes = preprocess_images(chunk, self.config, self.input_size)
+            if self.fixed_batch and len(chunk) < self.fixed_batch:  # a static batch: pad with copies
+                extra = self.fixed_batch - len(chunk)
+                batch = torch.cat([batch, batch[-1:].expand(extra, -1, -1, -1)])
+                sizes = torch.cat([sizes, sizes[-1:].expand(extra, -1)])
+            raw = self.run_raw(batch, sizes)
+            results.extend(postprocess(raw, sizes, originals, mask_threshold))
+        return results
+
+
+class TorchPredictor(Predictor):
+    """The PyTorch reference: a checkpoint's model run as the deploy graph, eagerly."""
+
+    backend = "pytorch"
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu"):
+        from maskrcnn_deploy.export import DeployMaskRCNN
+        from maskrcnn_deploy.model import load_checkpoint
+
+        model, config, extra = load_checkpoint(checkpoint, map_location=device)
+        super().__init__(config, None, None, extra.get("class_names"), extra.get("category_ids"))
+        self.deploy = DeployMaskRCNN(model.to(device)).eval()
+        self.device = device
+
+    @torch.inference_mode()
+    def run_raw(self, batch, sizes):
+        outputs = self.deploy(batch.to(self.device), sizes.to(self.device))
+        from maskrcnn_deploy.export import OUTPUT_NAMES
+        return {name: t.cpu().numpy() for name, t in zip(OUTPUT_NAMES, outputs)}
+
+
+class OnnxPredictor(Predictor):
+    """An exported deploy graph in ONNX Runtime (custom RoIAlign node or standard ops)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from maskrcnn_deploy.runtime.onnx_backend import load_session
+
+        self.session = load_session(path, threads)
+        meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if meta is None:
+            raise PredictorError(f"{path} has no '{METADATA_KEY}' metadata: export it with `maskrcnn-deploy export`")
+        info = json.loads(meta)
+        shape = self.session.get_inputs()[0].shape  # [B,3,H,W], ints when static
+        static = all(isinstance(d, int) for d in shape)
+        super().__init__(MaskRCNNConfig.from_dict(info["config"]), tuple(shape[2:]) if static else None,
+                         shape[0] if isinstance(shape[0], int) else None, info.get("class_names"),
+                         info.get("category_ids"))
+
+    def run_raw(self, batch, sizes):
+        from maskrcnn_deploy.runtime.onnx_backend import run_session
+        return run_session(self.session, batch.numpy(), sizes.numpy())
+
+
+def load(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
+    """A predictor for a checkpoint (.pt/.pth) or an ONNX deploy graph (.onnx)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        return TorchPredictor(path, device)
+    if suffix == ".onnx":
+        return OnnxPredictor(path, threads)
+    raise PredictorError(f"cannot tell the backend of {path}: use a .pt/.pth checkpoint or an .onnx graph")
