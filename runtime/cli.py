@@ -147,23 +147,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Synthetic data -> train (or reuse) ResNet-18-FPN -> evaluate -> draw predictions."""
+    """Synthetic data -> train (or reuse) ResNet-18-FPN -> evaluate -> draw predictions -> export to
+    ONNX -> parity of ONNX Runtime against PyTorch."""
+    from maskrcnn_deploy.runtime import cli_deploy
+
     out = Path(args.out)
     data = out / "data"
     if not (data / "val.json").exists():
         cmd_data_synth(argparse.Namespace(out=str(data), train=args.train_images, val=args.val_images,
                                           seed=0, size=256))
     run = out / "model"
-    if not (run / "model_final.pt").exists():
+    checkpoint = run / "model_final.pt"
+    if not checkpoint.exists():
         cmd_train(build_parser().parse_args(
             ["train", "--data", str(data), "--out", str(run), "--iterations", str(args.iterations),
              "--time-limit", str(args.time_limit)]))
     else:
-        print(f"reusing trained model {run / 'model_final.pt'}")
-    cmd_eval(argparse.Namespace(checkpoint=str(run / "model_final.pt"), data=str(data / "val.json"), images=None,
+        print(f"reusing trained model {checkpoint}")
+    cmd_eval(argparse.Namespace(checkpoint=str(checkpoint), data=str(data / "val.json"), images=None,
                                 batch_size=2, max_images=None, out=str(out / "metrics.json")))
-    return cmd_predict(argparse.Namespace(checkpoint=str(run / "model_final.pt"), images=[str(data / "val")],
+    code = cmd_predict(argparse.Namespace(checkpoint=str(checkpoint), images=[str(data / "val")],
                                           out=str(out / "predictions"), score_thresh=0.5, limit=8))
+    onnx_path = out / "model.onnx"
+    cli_deploy.cmd_export(build_parser().parse_args(["export", str(checkpoint), "-o", str(onnx_path)]))
+    parity = cli_deploy.cmd_check(build_parser().parse_args(
+        ["check", str(checkpoint), str(onnx_path), "--data", str(data / "val.json"), "--max-images", "20",
+         "--report", str(out / "parity.json"), "--histogram", str(out / "parity.png")]))
+    return code or parity
 
 
 # ----------------------------------------------------------------------------- parser

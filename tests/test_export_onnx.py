@@ -125,6 +125,16 @@ def test_standard_flavour_uses_only_standard_ops(exported):
     verify_onnx(exported[("r18", "standard", False)])
 
 
+def _ap(detections, coco_json):
+    """COCO AP of seeded-random models on the synthetic split (labels 1..3 stand for categories 1..3)."""
+    from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
+
+    coco = json.loads(open(coco_json).read())
+    ids = [im["id"] for im in coco["images"]]
+    results = [r for i, d in zip(ids, detections) for r in detections_to_coco_results(i, d, list(range(NUM_CLASSES)))]
+    return evaluate_coco(coco_json, results, image_ids=ids)
+
+
 @pytest.mark.parametrize("key", [("r18", "custom", False), ("r18", "standard", False), ("r18", "custom", True),
                                  ("r50", "custom", False), ("r50", "standard", True)])
 def test_onnxruntime_matches_pytorch(key, checkpoints, exported, data):
@@ -132,8 +142,10 @@ def test_onnxruntime_matches_pytorch(key, checkpoints, exported, data):
     artifact = load(exported[key])
     images = data[1]
     ref, test = reference.predict(images), artifact.predict(images)
-    report = parity.check_parity(ref, test, parity.tolerances_from("fp32"))
+    report = parity.check_parity(ref, test, parity.tolerances_from("fp32"), ref_ap=_ap(ref, data[0]),
+                                 test_ap=_ap(test, data[0]))
     assert report.passed, report.failures
+    assert abs(report.ap_delta["segm"]["AP"]) <= 0.001 and report.ap_ref["segm"]["AP"] >= 0
     assert report.ref_detections > 0 and report.matched == report.ref_detections
     if key[2]:  # dynamic graph: a second input size on the same graph
         from maskrcnn_deploy.runtime.coco import load_image
