@@ -15,7 +15,8 @@ venv: $(STAMP)
 
 # torchvision's registry wheels are CUDA builds of torch (they run on CPU-only machines);
 # installing both by range lets pip pick a matching pair.
-$(STAMP): pyproject.toml setup.py plugins/build_native.py $(wildcard plugins/roi_align/*)
+# (re)install when the build inputs change, including which folders are packages (editable installs map them)
+$(STAMP): pyproject.toml setup.py plugins/build_native.py $(wildcard plugins/roi_align/*) $(wildcard */__init__.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(PY) -m pip install --quiet -e ".[test]"

@@ -19,9 +19,9 @@ import torchvision
 from maskrcnn_deploy.export import DeployMaskRCNN
 from maskrcnn_deploy.export.onnx_export import ExportError, ExportOptions, export_checkpoint, verify_onnx
 from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet18_fpn, save_checkpoint, torchvision_v1
-from maskrcnn_deploy.runtime import parity
+from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.predictor import PredictorError, load
+from maskrcnn_deploy.runtime.predictor import PredictorError
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
 
 NUM_CLASSES = 4
