@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +29,10 @@ from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet1
 from maskrcnn_deploy.plugins import multilevel_roi_align
 from maskrcnn_deploy.runtime.onnx_backend import load_session
 from maskrcnn_deploy.runtime.predictor import OnnxPredictor, preprocess_images
+from timing import median_time  # bench/timing.py
 
 SIZE = (800, 1344)
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
-
-
-def median_time(fn, repeat: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def build(name: str) -> MaskRCNN:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections import OrderedDict
 
 import torch
 import torchvision
 
 from maskrcnn_deploy.plugins import fpn_levels, multilevel_roi_align
+from timing import median_time  # bench/timing.py
 
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 IMAGE = (800, 1344)
@@ -37,16 +37,6 @@ def make_inputs(num_rois: int, channels: int = 256, seed: int = 0):
     y1 = torch.rand(num_rois, generator=gen) * (IMAGE[0] - side[:, 1])
     rois = torch.stack([torch.zeros(num_rois), x1, y1, x1 + side[:, 0], y1 + side[:, 1]], 1)
     return feats, rois
-
-
-def time_cpu(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def time_cuda(fn, repeat: int) -> float:
@@ -90,8 +80,8 @@ def cpu_section(repeat: int) -> None:
         counts = torch.bincount(fpn_levels(rois, SCALES).long(), minlength=4).tolist()
         a = ours(out)(feats, rois)
         b = torchvision_pooler(out)(feats, rois)
-        t_ours = time_cpu(lambda: ours(out)(feats, rois), repeat)
-        t_tv = time_cpu(lambda: torchvision_pooler(out)(feats, rois), repeat)
+        t_ours = median_time(lambda: ours(out)(feats, rois), repeat)
+        t_tv = median_time(lambda: torchvision_pooler(out)(feats, rois), repeat)
         print(f"  forward  {num_rois:5d} rois {out}x{out} (rois per level P2-P5 {counts}): ours {t_ours * 1e3:8.2f} ms"
               f"  torchvision {t_tv * 1e3:8.2f} ms  ratio {t_tv / t_ours:5.2f}x  max|diff| {(a - b).abs().max():.1e}")
         leaves = [f.requires_grad_() for f in feats]
@@ -99,8 +89,8 @@ def cpu_section(repeat: int) -> None:
 
         def backward(pool):
             return lambda: torch.autograd.grad(pool(leaves, rois), leaves, grad)
-        t_ours = time_cpu(backward(ours(out)), max(3, repeat // 4))
-        t_tv = time_cpu(backward(torchvision_pooler(out)), max(3, repeat // 4))
+        t_ours = median_time(backward(ours(out)), max(3, repeat // 4))
+        t_tv = median_time(backward(torchvision_pooler(out)), max(3, repeat // 4))
         print(f"  fwd+bwd  {num_rois:5d} rois {out}x{out}: ours {t_ours * 1e3:8.2f} ms  torchvision "
               f"{t_tv * 1e3:8.2f} ms  ratio {t_tv / t_ours:5.2f}x")
 

@@ -2,7 +2,7 @@
 
 Every module of the model pools features only through `roi_align` / `multilevel_roi_align`
 imported here (the C++/CUDA kernels behind `torch.ops.maskrcnn_deploy`).
-`assign_fpn_levels` is the same level rule in plain PyTorch, for graphs built from standard ops.
+`assign_fpn_levels` is the same level rule in plain PyTorch (a readable reference, checked against the kernels).
 """
 
 from __future__ import annotations

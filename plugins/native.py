@@ -58,10 +58,10 @@ def library_path(kind: str) -> Path:
     return _HERE / f"_roi_align_{kind}{sysconfig.get_config_var('EXT_SUFFIX')}"
 
 
-def _load(kind: str) -> ctypes.CDLL:
+def _load(kind: str, missing_hint: str = _REBUILD_HINT) -> ctypes.CDLL:
     path = library_path(kind)
     if not path.exists():
-        raise NativeLibraryError(f"native RoIAlign {kind.upper()} library not found at {path}: {_REBUILD_HINT}")
+        raise NativeLibraryError(f"native RoIAlign {kind.upper()} library not found at {path}: {missing_hint}")
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
@@ -81,11 +81,8 @@ def cpu_library() -> ctypes.CDLL:
 
 @lru_cache(maxsize=None)
 def cuda_library() -> ctypes.CDLL:
-    path = library_path("cuda")
-    if not path.exists():
-        raise NativeLibraryError(f"native RoIAlign CUDA library not found at {path}: it is built only where nvcc "
-                                 f"is found at install time; install the CUDA toolkit, then {_REBUILD_HINT}")
-    return _load("cuda")
+    return _load("cuda", "it is built only where nvcc is found at install time; install the CUDA toolkit, "
+                         f"then {_REBUILD_HINT}")
 
 
 def check_status(lib: ctypes.CDLL, status: int, what: str) -> None:

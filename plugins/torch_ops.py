@@ -62,11 +62,25 @@ def _check_inputs(rois: Tensor, features: list[Tensor], output_height: int, outp
                              f"{first.shape[0]} image(s)")
 
 
-def _levels(features: list[Tensor], spatial_scales: list[float], canonical_scale: float, canonical_level: int,
-            eps: float) -> native.MrdLevels:
+def _call_native(direction: str, rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
+                 spatial_scales: list[float], sampling_ratio: int, aligned: bool, mode: str, canonical_scale: float,
+                 canonical_level: int, eps: float, *buffers) -> None:
+    """Run mrd_roi_align_{direction}_{cpu|cuda} on contiguous tensors; `buffers` are the function's
+    trailing pointer arguments (forward: output; backward: grad_output, grad_features array)."""
     B, C = features[0].shape[:2]
-    return native.levels_struct(B, C, [tuple(f.shape[-2:]) for f in features], spatial_scales, canonical_scale,
-                                canonical_level, eps)
+    levels = native.levels_struct(B, C, [tuple(f.shape[-2:]) for f in features], spatial_scales, canonical_scale,
+                                  canonical_level, eps)
+    params = native.pool_params((output_height, output_width), sampling_ratio, aligned, mode)
+    args = (native.DTYPE_CODES[_DTYPE_NAMES[features[0].dtype]], levels,
+            native.pointers([f.data_ptr() for f in features]), rois.data_ptr(), rois.shape[0], params, *buffers)
+    if rois.is_cuda:
+        lib = native.cuda_library()
+        with torch.cuda.device(rois.device):
+            status = getattr(lib, f"mrd_roi_align_{direction}_cuda")(*args, torch.cuda.current_stream().cuda_stream)
+    else:
+        lib = native.cpu_library()
+        status = getattr(lib, f"mrd_roi_align_{direction}_cpu")(*args, torch.get_num_threads())
+    native.check_status(lib, status, f"RoIAlign {direction}")
 
 
 def _forward(rois: Tensor, features: list[Tensor], output_height: int, output_width: int, spatial_scales: list[float],
@@ -76,23 +90,9 @@ def _forward(rois: Tensor, features: list[Tensor], output_height: int, output_wi
     rois = rois.contiguous()
     features = [f.contiguous() for f in features]
     out = features[0].new_empty((rois.shape[0], features[0].shape[1], output_height, output_width))
-    if out.numel() == 0:
-        return out
-    levels = _levels(features, spatial_scales, canonical_scale, canonical_level, eps)
-    params = native.pool_params((output_height, output_width), sampling_ratio, aligned, mode)
-    feats = native.pointers([f.data_ptr() for f in features])
-    dtype = native.DTYPE_CODES[_DTYPE_NAMES[out.dtype]]
-    if out.is_cuda:
-        lib = native.cuda_library()
-        with torch.cuda.device(out.device):
-            stream = torch.cuda.current_stream().cuda_stream
-            status = lib.mrd_roi_align_forward_cuda(dtype, levels, feats, rois.data_ptr(), rois.shape[0], params,
-                                                    out.data_ptr(), stream)
-    else:
-        lib = native.cpu_library()
-        status = lib.mrd_roi_align_forward_cpu(dtype, levels, feats, rois.data_ptr(), rois.shape[0], params,
-                                               out.data_ptr(), torch.get_num_threads())
-    native.check_status(lib, status, "RoIAlign forward")
+    if out.numel():
+        _call_native("forward", rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned,
+                     mode, canonical_scale, canonical_level, eps, out.data_ptr())
     return out
 
 
@@ -105,21 +105,9 @@ def _backward(grad: Tensor, rois: Tensor, features: list[Tensor], output_height:
     acc_dtype = torch.float32 if grad.is_cuda else grad.dtype
     grads = [torch.zeros(f.shape, dtype=acc_dtype, device=f.device) for f in features]
     if grad.numel():
-        levels = _levels(features, spatial_scales, canonical_scale, canonical_level, eps)
-        params = native.pool_params((output_height, output_width), sampling_ratio, aligned, mode)
-        feats = native.pointers([f.data_ptr() for f in features])
-        outs = native.pointers([g.data_ptr() for g in grads])
-        dtype = native.DTYPE_CODES[_DTYPE_NAMES[grad.dtype]]
-        if grad.is_cuda:
-            lib = native.cuda_library()
-            with torch.cuda.device(grad.device):
-                status = lib.mrd_roi_align_backward_cuda(dtype, levels, feats, rois.data_ptr(), rois.shape[0], params,
-                                                         grad.data_ptr(), outs, torch.cuda.current_stream().cuda_stream)
-        else:
-            lib = native.cpu_library()
-            status = lib.mrd_roi_align_backward_cpu(dtype, levels, feats, rois.data_ptr(), rois.shape[0], params,
-                                                    grad.data_ptr(), outs, torch.get_num_threads())
-        native.check_status(lib, status, "RoIAlign backward")
+        _call_native("backward", rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned,
+                     mode, canonical_scale, canonical_level, eps, grad.data_ptr(),
+                     native.pointers([g.data_ptr() for g in grads]))
     return [g.to(f.dtype) for g, f in zip(grads, features)]
 
 

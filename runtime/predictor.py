@@ -23,11 +23,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.model.config import MaskRCNNConfig
-from maskrcnn_deploy.model.transform import paste_masks_in_image, resize_boxes
+from maskrcnn_deploy.model.transform import paste_masks_in_image, resize_boxes, resize_image_and_target
 
 __all__ = ["Predictor", "TorchPredictor", "OnnxPredictor", "load", "preprocess_images", "PredictorError",
            "METADATA_KEY"]
@@ -57,12 +56,7 @@ def _as_tensor(image) -> torch.Tensor:
 def preprocess_images(images: Sequence[torch.Tensor], config: MaskRCNNConfig, input_size: tuple[int, int] | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """[3,H,W] 0-1 images -> batch [B,3,Hp,Wp] (mean-padded) and resized sizes [B,2] float (h, w)."""
-    resized = []
-    for image in images:
-        h, w = image.shape[-2:]
-        scale = min(config.test_min_size / min(h, w), config.max_size / max(h, w))
-        resized.append(F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
-                                     align_corners=False)[0])
+    resized = [resize_image_and_target(image, config.test_min_size, config.max_size)[0] for image in images]
     if input_size is None:
         d = config.size_divisible
         input_size = (int(math.ceil(max(r.shape[-2] for r in resized) / d) * d),

@@ -47,12 +47,17 @@ struct RoiSamples {
   std::vector<BilinearTaps<T>> taps;  // [pooled_h * pooled_w][per_bin]
 };
 
+// Level index of roi (batch_index, x1, y1, x2, y2) among lv's levels; -1 when undefined.
+template <typename T>
+int roi_level(const MrdLevels& lv, const T* roi) {
+  return fpn_level_index<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(lv.canonical_scale), lv.canonical_level,
+                            static_cast<T>(lv.eps), level_from_scale(lv.spatial_scale[0]), lv.num_levels);
+}
+
 // Returns false when the roi's batch index is out of range.
 template <typename T>
 bool plan_roi(const MrdLevels& lv, const MrdPoolParams& p, const T* roi, RoiSamples<T>& s) {
-  const int first = level_from_scale(lv.spatial_scale[0]);
-  s.level = fpn_level_index<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(lv.canonical_scale),
-                               lv.canonical_level, static_cast<T>(lv.eps), first, lv.num_levels);
+  s.level = roi_level(lv, roi);
   s.taps.clear();
   s.per_bin = 0;
   if (s.level < 0) return true;
@@ -171,12 +176,7 @@ int backward(const MrdLevels& lv, const T* const* features, const T* rois, int64
 
 template <typename T>
 void fpn_levels(const MrdLevels& lv, const T* rois, int64_t num_rois, int32_t* level_out) {
-  const int first = level_from_scale(lv.spatial_scale[0]);
-  for (int64_t r = 0; r < num_rois; ++r) {
-    const T* roi = rois + 5 * r;
-    level_out[r] = fpn_level_index<T>(roi[1], roi[2], roi[3], roi[4], static_cast<T>(lv.canonical_scale),
-                                      lv.canonical_level, static_cast<T>(lv.eps), first, lv.num_levels);
-  }
+  for (int64_t r = 0; r < num_rois; ++r) level_out[r] = roi_level(lv, rois + 5 * r);
 }
 
 // Runs body() and turns any C++ exception (e.g. thread creation failure) into a status.

@@ -46,6 +46,24 @@ __device__ __forceinline__ bool resolve_roi(const MrdLevels& lv, const MrdPoolPa
   return g->batch >= 0 && g->batch < lv.batch;
 }
 
+// Output element i of [R, C, pooled_h, pooled_w] as (roi, channel, bin row, bin column).
+struct OutputIndex {
+  int64_t roi;
+  int channel, ph, pw;
+};
+
+__device__ __forceinline__ OutputIndex output_index(int64_t i, int channels, const MrdPoolParams& p) {
+  const int bins = p.pooled_h * p.pooled_w;
+  const int b = static_cast<int>(i % bins);
+  return {i / (static_cast<int64_t>(bins) * channels), static_cast<int>((i / bins) % channels), b / p.pooled_w,
+          b % p.pooled_w};
+}
+
+// Offset of the (image, channel) plane an output element reads, in its level's feature map.
+__device__ __forceinline__ int64_t plane_offset(const MrdLevels& lv, int level, int batch, int channel) {
+  return (static_cast<int64_t>(batch) * lv.channels + channel) * lv.height[level] * lv.width[level];
+}
+
 // Taps of sample s (row-major over the grid) of bin (ph, pw).
 __device__ __forceinline__ BilinearTaps<float> sample_taps(const RoiGeometry<float>& g, int H, int W, int ph, int pw,
                                                            int s) {
@@ -57,24 +75,22 @@ __device__ __forceinline__ BilinearTaps<float> sample_taps(const RoiGeometry<flo
 template <typename T>
 __global__ void forward_kernel(MrdLevels lv, LevelPointers<const T> features, const T* rois, int64_t total,
                                MrdPoolParams p, int first_level, T* output) {
-  const int C = lv.channels, bins = p.pooled_h * p.pooled_w;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int b = static_cast<int>(i % bins), c = static_cast<int>((i / bins) % C);
-    const int64_t r = i / (static_cast<int64_t>(bins) * C);
+    const OutputIndex o = output_index(i, lv.channels, p);
     int level;
     RoiGeometry<float> g;
     float value = 0.f;
-    if (resolve_roi(lv, p, rois + 5 * r, first_level, &level, &g)) {
-      const int H = lv.height[level], W = lv.width[level], ph = b / p.pooled_w, pw = b % p.pooled_w;
-      const T* plane = features.level[level] + (static_cast<int64_t>(g.batch) * C + c) * H * W;
+    if (resolve_roi(lv, p, rois + 5 * o.roi, first_level, &level, &g)) {
+      const int H = lv.height[level], W = lv.width[level];
+      const T* plane = features.level[level] + plane_offset(lv, level, g.batch, o.channel);
       const int n = g.grid_h * g.grid_w;
       if (p.mode == kPoolAvg) {
-        for (int s = 0; s < n; ++s) value += interpolate(plane, sample_taps(g, H, W, ph, pw, s));
+        for (int s = 0; s < n; ++s) value += interpolate(plane, sample_taps(g, H, W, o.ph, o.pw, s));
         value /= g.count;
       } else if (n > 0) {
         value = -FLT_MAX;
-        for (int s = 0; s < n; ++s) value = fmaxf(value, interpolate(plane, sample_taps(g, H, W, ph, pw, s)));
+        for (int s = 0; s < n; ++s) value = fmaxf(value, interpolate(plane, sample_taps(g, H, W, o.ph, o.pw, s)));
       }
     }
     output[i] = from_float<T>(value);
@@ -85,17 +101,15 @@ template <typename T>
 __global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, const T* rois, int64_t total,
                                 MrdPoolParams p, int first_level, const T* grad_output,
                                 LevelPointers<float> grad_features) {
-  const int C = lv.channels, bins = p.pooled_h * p.pooled_w;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int b = static_cast<int>(i % bins), c = static_cast<int>((i / bins) % C);
-    const int64_t r = i / (static_cast<int64_t>(bins) * C);
+    const OutputIndex o = output_index(i, lv.channels, p);
     int level;
     RoiGeometry<float> g;
-    if (!resolve_roi(lv, p, rois + 5 * r, first_level, &level, &g)) continue;
-    const int H = lv.height[level], W = lv.width[level], ph = b / p.pooled_w, pw = b % p.pooled_w;
-    const int64_t plane_offset = (static_cast<int64_t>(g.batch) * C + c) * H * W;
-    float* grad_plane = grad_features.level[level] + plane_offset;
+    if (!resolve_roi(lv, p, rois + 5 * o.roi, first_level, &level, &g)) continue;
+    const int H = lv.height[level], W = lv.width[level], ph = o.ph, pw = o.pw;
+    const int64_t offset = plane_offset(lv, level, g.batch, o.channel);
+    float* grad_plane = grad_features.level[level] + offset;
     const int n = g.grid_h * g.grid_w;
     const float grad = to_float(grad_output[i]);
     if (p.mode == kPoolAvg) {
@@ -106,7 +120,7 @@ __global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, c
           if (t.weight[j] != 0.f) atomicAdd(grad_plane + t.offset[j], t.weight[j] * share);
       }
     } else if (n > 0) {  // the gradient goes to the first sample holding the bin's maximum
-      const T* plane = features.level[level] + plane_offset;
+      const T* plane = features.level[level] + offset;
       int best = 0;
       float best_value = -FLT_MAX;
       for (int s = 0; s < n; ++s) {
