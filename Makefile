@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml setup.py plugins/build_native.py $(wildcard plugins/roi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps "tensorrt-stubs>=10,<11"
 	touch $(STAMP)
 
 demo: venv

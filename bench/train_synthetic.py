@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--time-limit", type=float, default=885.0,
                         help="training budget, s (lr steps follow it); 15 s under 15 min leaves room for the "
-                             "last iteration and the final checkpoint")
+                             "last iteration and the final checkpoint; 0 = no budget, --iterations ends the run")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--clip", type=float, default=10.0)
     parser.add_argument("--image-size", type=int, default=256, help="synthetic image side")
@@ -57,7 +57,7 @@ def main() -> None:
     t_train = time.monotonic()
     cfg = TrainConfig(train_json=str(paths["train"]), out_dir=str(out / "run"), iterations=args.iterations,
                       batch_size=args.batch_size, lr=args.lr, warmup_iters=args.warmup, clip_grad_norm=args.clip,
-                      time_limit_s=args.time_limit, checkpoint_every=250)
+                      time_limit_s=args.time_limit or None, checkpoint_every=250)
     final = train(cfg, model_config=model_config, resume=False)
     train_s = time.monotonic() - t_train
 

@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from maskrcnn_deploy.runtime import cli_deploy
     cli_deploy.add_commands(sub)
+    from maskrcnn_deploy.calibration import cli as cli_precision
+    cli_precision.add_commands(sub)
     return parser
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -31,26 +30,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _images_and_gt(data: str, max_images: int | None):
-    """(image paths, COCO index or None, image ids or None) from a COCO json or an image folder."""
-    from maskrcnn_deploy.runtime.coco import list_images, load_coco
-
-    path = Path(data)
-    if path.is_dir() and not (path / "val.json").exists():
-        images = list_images(path)[:max_images]
-        if not images:
-            raise ValueError(f"no images (png, jpg, jpeg, bmp) in {path}")
-        return images, None, None
-    ann = path / "val.json" if path.is_dir() else path
-    coco = load_coco(ann)
-    ids = sorted(coco.getImgIds())[:max_images]
-    root = ann.parent / ann.stem if (ann.parent / ann.stem).is_dir() else ann.parent
-    images = [root / coco.imgs[i]["file_name"] for i in ids]
-    return images, coco, ids
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.runtime import parity
+    from maskrcnn_deploy.runtime.coco import images_and_annotations
     from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
     from maskrcnn_deploy.runtime.predictor import load
     from maskrcnn_deploy.runtime.progress import Progress
@@ -60,7 +42,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         name, _, value = item.partition("=")
         overrides[name] = float(value)
     tolerances = parity.tolerances_from(args.tolerance, **overrides)
-    images, coco, ids = _images_and_gt(args.data, args.max_images)
+    images, coco, ids = images_and_annotations(args.data, args.max_images)
     sides = {}
     for role, path in (("reference", args.reference), ("artifact", args.artifact)):
         predictor = load(path, threads=args.threads)

@@ -76,6 +76,22 @@ def load_coco(ann_file: str | Path) -> COCO:
     return coco
 
 
+def images_and_annotations(data: str | Path, max_images: int | None = None):
+    """(image paths, COCO index or None, image ids or None) from a COCO json or an image folder."""
+    path = Path(data)
+    if path.is_dir() and not (path / "val.json").exists():
+        images = list_images(path)[:max_images]
+        if not images:
+            raise ImageLoadError(f"no images (png, jpg, jpeg, bmp) in {path}: point --data at a folder of images or a COCO json")
+        return images, None, None
+    ann = path / "val.json" if path.is_dir() else path
+    coco = load_coco(ann)
+    ids = sorted(coco.getImgIds())[:max_images]
+    root = _default_image_dir(ann)
+    images = [root / coco.imgs[i]["file_name"] for i in ids]
+    return images, coco, ids
+
+
 def _default_image_dir(ann_file: Path) -> Path:
     """`DIR/train.json` -> `DIR/train/` when that folder exists, else `DIR/`."""
     beside = ann_file.with_suffix("")

@@ -121,6 +121,9 @@ def load_session(path: str | Path, threads: int | None = None):
     except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
         raise OnnxRuntimeError(f"cannot read {path} as ONNX ({type(exc).__name__}): re-export it") from None
     options = ort.SessionOptions()
+    # idle intra-op threads sleep instead of spinning: the custom op runs its own kernel threads
+    # between ONNX Runtime's ops, and spinning pool threads would take their cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     uses_custom = any(n.domain == DOMAIN and n.op_type == OP_TYPE for n in model.graph.node)

@@ -1,0 +1,177 @@
+"""FP32, FP16 and INT8 of the trained synthetic ResNet-18-FPN: COCO AP and ONNX Runtime CPU latency.
+
+Issue 5's figures, in one run on this CPU:
+
+    .venv/bin/python bench/train_synthetic.py --out out/r18_trained      # the model (15 min), once
+    .venv/bin/python bench/precision_table.py --run out/r18_trained --out out/precision
+
+Data (three disjoint sets of synthetic scenes):
+    calibration : the first --calib-images of RUN/data/train.json (images the model trained on)
+    budget      : --holdout-images fresh scenes (seed 1) for the sensitivity sweep and AP budget
+    report      : RUN/data/val.json (100 held-out scenes): every AP in the table
+
+Rows: FP32 (the exported graph), FP16 (`convert --fp16`, ranges from the calibration images), and
+for each calibration method INT8 with every layer group quantized ("all INT8") and after the
+budget search (`calibrate --max-ap-drop`, groups returned to float16). AP is in points (x100) on the
+report set; drops are FP32 minus the row. Parity: the parity checker against the FP32 graph on the
+report set with the row's preset (fp16 or int8 tolerances): verdict and matched detections; the
+JSON also holds the mask IoU and box error summaries of the matched pairs. Latency: the deploy graph on one preprocessed report image
+in ONNX Runtime (CPU), all sessions timed round-robin in the same loop, median of --repeat after
+--warmup; speed-up = FP32 median / row median. Writes OUT/summary.json and OUT/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from maskrcnn_deploy.calibration.budget import EvalSet
+from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8, save_checked
+from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
+from maskrcnn_deploy.calibration.fp16 import convert_fp16, write_precision_report
+from maskrcnn_deploy.calibration.graph import find_region
+from maskrcnn_deploy.calibration.qdq import quantize_qdq
+from maskrcnn_deploy.calibration.ranges import METHODS, collect_ranges
+from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+from maskrcnn_deploy.runtime import parity
+from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
+from maskrcnn_deploy.runtime.coco import load_image
+from maskrcnn_deploy.runtime.predictor import OnnxPredictor, preprocess_images
+from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+
+
+def coco_ap(detections: list[dict], evalset: EvalSet, category_ids) -> dict[str, float]:
+    """{"bbox", "segm"} AP points of one side's detections on the report set."""
+    results = []
+    for image_id, dets in zip(evalset.image_ids, detections):
+        results += detections_to_coco_results(image_id, dets, category_ids)
+    metrics = evaluate_coco(evalset.coco, results, image_ids=evalset.image_ids)
+    return {kind: 100.0 * metrics[kind]["AP"] for kind in ("bbox", "segm")}
+
+
+def round_robin_latency(paths: dict[str, Path], image: Path, repeat: int, warmup: int, threads: int | None
+                        ) -> dict[str, float]:
+    """name -> median ms of run_raw on one image; every round times each graph once, in turn."""
+    predictors = {name: OnnxPredictor(path, threads) for name, path in paths.items()}
+    first = next(iter(predictors.values()))
+    batch, sizes = preprocess_images([load_image(image)], first.config, first.input_size)
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for r in range(warmup + repeat):
+        for name, predictor in predictors.items():
+            t0 = time.perf_counter()
+            predictor.run_raw(batch, sizes)
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+        if r >= warmup and (r - warmup + 1) % 5 == 0:
+            print(f"latency: round {r - warmup + 1}/{repeat}", flush=True)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="out/r18_trained", help="output folder of bench/train_synthetic.py")
+    parser.add_argument("--out", default="out/precision")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--calib-images", type=int, default=64)
+    parser.add_argument("--holdout-images", type=int, default=50)
+    parser.add_argument("--max-ap-drop", type=float, default=0.5)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    args = parser.parse_args()
+    t_start = time.monotonic()
+    run, out = Path(args.run), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_json, val_json = run / "data" / "train.json", run / "data" / "val.json"
+
+    fp32 = out / "fp32.onnx"
+    export_checkpoint(run / "run" / "model_final.pt", fp32, ExportOptions())
+    holdout = make_synthetic_dataset(out / "holdout", num_train=0, num_val=args.holdout_images, seed=1)["val"]
+    report = EvalSet.from_data(val_json)
+    graph = load_float_graph(fp32)
+    region = find_region(graph.model)
+    print(f"{fp32}: input {graph.input_size}, {len(region.group_names())} layer groups; report set "
+          f"{len(report.images)} images, budget set {args.holdout_images}, calibration {args.calib_images}", flush=True)
+
+    rows = [{"name": "fp32", "precision": "FP32", "method": "", "float_groups": []}]
+    paths = {"fp32": fp32}
+    print("FP16: ranges of every tensor on the calibration images", flush=True)
+    amax_all = collect_ranges(graph.model, CalibrationBatches.from_data(train_json, graph, args.calib_images), "max")
+    model16, precision16 = convert_fp16(graph, amax_all)
+    paths["fp16"] = out / "fp16.onnx"
+    save_checked(model16, paths["fp16"])
+    write_precision_report(precision16, out / "fp16.precision.json")
+    rows.append({"name": "fp16", "precision": "FP16", "method": "", "float_groups": [],
+                 "fp32_nodes": sum(r.precision == "fp32" for r in precision16)})
+
+    for method in args.methods:
+        print(f"INT8 ({method}): calibrate, sweep and budget search", flush=True)
+        t0 = time.monotonic()
+        output = out / f"int8_{method}.onnx"
+        summary = calibrate_int8(CalibrateOptions(
+            model=fp32, data=train_json, output=output, method=method, num_images=args.calib_images,
+            eval_data=holdout, eval_images=args.holdout_images, max_ap_drop=args.max_ap_drop, threads=args.threads))
+        amax = json.loads(output.with_suffix(".ranges.json").read_text())["amax"]
+        all_int8 = out / f"int8_{method}_all.onnx"
+        save_checked(quantize_qdq(graph.model, amax, region.nodes()), all_int8)
+        paths[f"int8_{method}_all"], paths[f"int8_{method}"] = all_int8, output
+        budget = summary["budget"]
+        rows.append({"name": f"int8_{method}_all", "precision": "INT8", "method": method, "float_groups": []})
+        rows.append({"name": f"int8_{method}", "precision": "INT8 + budget", "method": method,
+                     "float_groups": summary["fallback_groups"], "budget_met_on_budget_set": budget["met"],
+                     "budget_set_drop": budget["baseline"]["segm"] - summary["budget"]["final"]["segm"],
+                     "calibrate_s": round(time.monotonic() - t0, 1)})
+
+    reference = None
+    for row in rows:
+        print(f"evaluate {row['name']} on the report set", flush=True)
+        predictor = OnnxPredictor(paths[row["name"]], args.threads)
+        detections = predictor.predict(report.images)
+        row.update(coco_ap(detections, report, predictor.category_ids or list(range(predictor.config.num_classes))))
+        if reference is None:
+            reference = detections
+            continue
+        parity_report = parity.check_parity(reference, detections, parity.tolerances_from(
+            "fp16" if row["precision"] == "FP16" else "int8"))
+        row.update(parity="PASS" if parity_report.passed else "FAIL", parity_failures=parity_report.failures,
+                   matched=f"{parity_report.matched}/{parity_report.ref_detections}",
+                   mask_iou=parity_report.to_dict()["mask_iou"], box_error_px=parity_report.to_dict()["box_error_px"])
+    latency = round_robin_latency(paths, report.images[0], args.repeat, args.warmup, args.threads)
+    base = rows[0]
+    for row in rows:
+        row.update(bbox_drop=base["bbox"] - row["bbox"], segm_drop=base["segm"] - row["segm"],
+                   latency_ms=latency[row["name"]], speedup=latency["fp32"] / latency[row["name"]])
+
+    lines = ["| precision | method | float16 groups | bbox AP | segm AP | bbox drop | segm drop | parity | "
+             "ORT CPU median | vs FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = f"{r['parity']} ({r['matched']})" if "parity" in r else "reference"
+        lines.append(f"| {r['precision']} | {r['method']} | {len(r['float_groups'])} | {r['bbox']:.2f} | "
+                     f"{r['segm']:.2f} | {r['bbox_drop']:+.2f} | {r['segm_drop']:+.2f} | {verdict} | "
+                     f"{r['latency_ms']:.1f} ms | {r['speedup']:.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    for r in rows:
+        if r.get("parity_failures"):
+            print(f"{r['name']}: parity failures: {'; '.join(r['parity_failures'])}")
+    for r in rows:
+        if r["float_groups"]:
+            print(f"{r['name']}: float16 groups {', '.join(r['float_groups'])}")
+    (out / "table.md").write_text(table + "\n")
+    meta = {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "cpus": os.cpu_count(),
+            "machine": platform.processor() or platform.machine(), "input_size": graph.input_size,
+            "repeat": args.repeat, "warmup": args.warmup, "wall_s": round(time.monotonic() - t_start, 1)}
+    (out / "summary.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"summary: {out / 'summary.json'} ({meta['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

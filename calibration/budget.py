@@ -1,0 +1,147 @@
+"""Accuracy budget for INT8: per-group sensitivity sweep, then the cheapest fallback that fits.
+
+    evalset = EvalSet.from_data("data/val.json", num_images=50)
+    result = search_budget(graph, amax, region, evalset, max_ap_drop=0.5)
+
+1. baseline : segm/bbox AP of the float graph on the held-out images.
+2. sweep    : for each layer group alone, quantize it (everything else float) and measure the
+              segm AP drop; rank groups by drop, most sensitive first.
+3. search   : quantize every group; while the drop exceeds the budget, return the most sensitive
+              group still in INT8 to float and measure again.
+Each search step measures the graph that would be written (`build`: Q/DQ for the INT8 groups, the
+float groups in float16 when that is the fallback), so "met" holds for the shipped graph on the
+held-out images. AP is in points (AP x 100), as `--max-ap-drop` is.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from maskrcnn_deploy.calibration.data import DeployGraph
+from maskrcnn_deploy.calibration.graph import PrecisionError, Region
+from maskrcnn_deploy.calibration.qdq import quantize_qdq
+from maskrcnn_deploy.runtime.progress import Progress
+
+__all__ = ["EvalSet", "GroupSensitivity", "BudgetResult", "evaluate_model", "sensitivity_sweep", "search_budget"]
+
+
+@dataclass
+class EvalSet:
+    """Held-out images with COCO ground truth."""
+
+    images: list[Path]
+    coco: object  # pycocotools COCO
+    image_ids: list[int]
+
+    @classmethod
+    def from_data(cls, data: str | Path, num_images: int | None = None) -> "EvalSet":
+        from maskrcnn_deploy.runtime.coco import images_and_annotations
+
+        images, coco, ids = images_and_annotations(data, num_images)
+        if coco is None:
+            raise PrecisionError(f"the accuracy budget needs ground truth: give --eval-data a COCO json, not the "
+                                 f"image folder {data}")
+        return cls(images, coco, ids)
+
+
+def evaluate_model(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None) -> dict[str, float]:
+    """{"bbox": AP points, "segm": AP points} of a deploy graph in ONNX Runtime."""
+    from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
+    from maskrcnn_deploy.runtime.predictor import OnnxPredictor
+
+    with tempfile.TemporaryDirectory(prefix="mrd_eval_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(model, str(path))
+        predictor = OnnxPredictor(path, threads)
+        results = []
+        for image_id, image in zip(evalset.image_ids, evalset.images):
+            detections = predictor.predict([image])[0]
+            cat_ids = predictor.category_ids or list(range(predictor.config.num_classes))
+            results += detections_to_coco_results(image_id, detections, cat_ids)
+    metrics = evaluate_coco(evalset.coco, results, image_ids=evalset.image_ids)
+    return {kind: 100.0 * metrics[kind]["AP"] for kind in ("bbox", "segm")}
+
+
+@dataclass
+class GroupSensitivity:
+    group: str
+    segm_ap: float
+    bbox_ap: float
+    drop: float  # baseline segm AP - segm AP with only this group in INT8 (points)
+
+
+@dataclass
+class BudgetResult:
+    baseline: dict[str, float]  # float graph AP (points)
+    sweep: list[GroupSensitivity]  # most sensitive first
+    int8_groups: list[str]
+    float_groups: list[str]  # returned to float to meet the budget, most sensitive first
+    final: dict[str, float]  # AP of the chosen mix
+    met: bool
+    steps: list[dict] = field(default_factory=list)  # {"float_groups": [...], "segm": .., "bbox": ..}
+    model: onnx.ModelProto | None = None  # the chosen graph, as `build` made it
+
+    def summary_lines(self) -> list[str]:
+        lines = [f"baseline: segm AP {self.baseline['segm']:.2f}, bbox AP {self.baseline['bbox']:.2f}",
+                 "sensitivity (segm AP drop with only this group in INT8):"]
+        lines += [f"  {s.group:40s} {s.drop:+.2f}" for s in self.sweep]
+        for step in self.steps:
+            kept = ", ".join(step["float_groups"]) or "none"
+            lines.append(f"INT8 with float groups [{kept}]: segm AP {step['segm']:.2f} "
+                         f"(drop {self.baseline['segm'] - step['segm']:.2f}), bbox AP {step['bbox']:.2f}")
+        lines.append(("budget met" if self.met else "budget NOT met") +
+                     f": {len(self.int8_groups)} groups INT8, {len(self.float_groups)} float")
+        return lines
+
+
+def sensitivity_sweep(graph: DeployGraph, amax: dict[str, float], region: Region, evalset: EvalSet,
+                      baseline: dict[str, float], threads: int | None = None,
+                      evaluate=evaluate_model) -> list[GroupSensitivity]:
+    """Each layer group quantized alone; most sensitive (largest segm AP drop) first."""
+    groups = region.group_names()
+    progress = Progress(len(groups), "sensitivity sweep", interval=0.0)
+    rows = []
+    for i, group in enumerate(groups):
+        ap = evaluate(quantize_qdq(graph.model, amax, region.nodes([group])), evalset, threads)
+        rows.append(GroupSensitivity(group, ap["segm"], ap["bbox"], baseline["segm"] - ap["segm"]))
+        progress.update(i + 1, f"{group}: drop {rows[-1].drop:+.2f}")
+    return sorted(rows, key=lambda r: (-r.drop, -baseline["bbox"] + r.bbox_ap))
+
+
+def search_budget(graph: DeployGraph, amax: dict[str, float], region: Region, evalset: EvalSet,
+                  max_ap_drop: float = 0.5, threads: int | None = None,
+                  baseline: dict[str, float] | None = None, evaluate=evaluate_model, build=None) -> BudgetResult:
+    """Sweep, then return the most sensitive groups to float until the segm AP drop <= max_ap_drop.
+
+    evaluate(model, evalset, threads) -> {"bbox": AP points, "segm": AP points}; tests pass a stand-in.
+    build(int8_groups, float_groups) -> the candidate graph; default: Q/DQ for the INT8 groups, the
+    rest float32.
+    """
+    if max_ap_drop < 0:
+        raise PrecisionError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
+    if build is None:
+        def build(int8_groups, float_groups):
+            return quantize_qdq(graph.model, amax, region.nodes(int8_groups))
+    baseline = baseline or evaluate(graph.model, evalset, threads)
+    if baseline["segm"] <= 0:
+        raise PrecisionError("the float graph scores segm AP 0 on --eval-data: an AP budget cannot be measured "
+                             "(wrong data for this model?)")
+    sweep = sensitivity_sweep(graph, amax, region, evalset, baseline, threads, evaluate)
+    order = [s.group for s in sweep]
+    float_groups: list[str] = []
+    steps = []
+    while True:
+        int8 = [g for g in region.group_names() if g not in float_groups]
+        model = build(int8, float_groups)
+        ap = evaluate(model, evalset, threads)
+        steps.append({"float_groups": list(float_groups), "segm": ap["segm"], "bbox": ap["bbox"]})
+        met = baseline["segm"] - ap["segm"] <= max_ap_drop
+        print(f"budget search: {len(int8)} groups INT8, segm AP drop {baseline['segm'] - ap['segm']:.2f} "
+              f"(budget {max_ap_drop:.2f})", flush=True)
+        if met or len(float_groups) == len(order):
+            return BudgetResult(baseline, sweep, int8, float_groups, ap, met, steps, model)
+        float_groups.append(order[len(float_groups)])

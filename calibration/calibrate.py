@@ -1,0 +1,169 @@
+"""The INT8 flow end to end: ranges -> budget -> Q/DQ graph, TensorRT cache, precision report.
+
+    result = calibrate_int8(CalibrateOptions(model="m.onnx", data="data/train.json", output="m.int8.onnx",
+                                             eval_data="data/val.json"))
+
+Writes, beside `output`: the Q/DQ graph, `<stem>.cache` (TensorRT 10.x calibration cache: the Q/DQ
+graph's activation scales), `<stem>.precision.json` + `.md` (every node's precision; the TensorRT builder reads
+the JSON) and `<stem>.ranges.json` (amax of every calibrated tensor, reusable by `convert --fp16`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import onnx
+
+from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
+from maskrcnn_deploy.calibration.graph import PrecisionError, find_region
+from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
+from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
+from maskrcnn_deploy.calibration.trt_cache import DEFAULT_TRT_VERSION, write_calibration_cache
+
+__all__ = ["CalibrateOptions", "calibrate_int8", "precision_rows", "save_checked"]
+
+
+@dataclass
+class CalibrateOptions:
+    model: str | Path
+    data: str | Path
+    output: str | Path
+    method: str = "percentile"  # max | percentile | entropy
+    percentile: float = 99.99
+    num_images: int = 64
+    batch_size: int = 1
+    num_bins: int = 2048
+    eval_data: str | Path | None = None  # COCO json held out from calibration: enables the AP budget
+    eval_images: int = 50
+    max_ap_drop: float = 0.5  # segm AP points
+    fallback: str = "fp16"  # precision of the groups the budget returns to float: fp16 | fp32
+    trt_version: str = DEFAULT_TRT_VERSION
+    cache_algorithm: str = "EntropyCalibration2"
+    threads: int | None = None
+
+
+def save_checked(model: onnx.ModelProto, path: str | Path) -> None:
+    """Save, then check like the exporter does: full checker (strict shape inference) and an ORT session."""
+    from maskrcnn_deploy.runtime.onnx_backend import load_session
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    onnx.save(model, str(tmp))
+    from maskrcnn_deploy.export.onnx_ops import register_schema
+    register_schema()  # our op's schema, for the checker and shape inference
+    onnx.checker.check_model(str(tmp), full_check=True)
+    load_session(tmp)
+    tmp.replace(path)
+
+
+def precision_rows(model: onnx.ModelProto, region, int8_groups, fp16_plan=None) -> list[dict]:
+    """One row per node of the float graph: node, op_type, group, precision (int8|fp16|fp32), reason.
+
+    fp16_plan: `fp16.plan_precision` rows of the float groups' nodes when they fall back to float16
+    (a node the plan keeps in float32 says why); without it the float groups are float32.
+    """
+    plan = {r.node: r for r in fp16_plan or []}
+    rows = []
+    for node in model.graph.node:
+        group = region.groups.get(node.name)
+        if group in int8_groups:
+            precision, reason = "int8", ""
+        elif group is None:
+            precision, reason = "fp32", "outside the INT8 region (RoIAlign, NMS, decoding, logits, shapes)"
+        elif node.name in plan and plan[node.name].precision == "fp16":
+            precision, reason = "fp16", "returned to float by the AP budget"
+        elif node.name in plan:
+            precision, reason = "fp32", f"returned to float by the AP budget; {plan[node.name].reason}"
+        else:
+            precision, reason = "fp32", "returned to float by the AP budget"
+        rows.append({"node": node.name, "op_type": node.op_type, "group": group, "precision": precision,
+                     "reason": reason})
+    return rows
+
+
+def _write_report(path: Path, rows: list[dict], summary: dict) -> None:
+    path.write_text(json.dumps({"schema": "maskrcnn_deploy.precision/1", "summary": summary, "layers": rows},
+                               indent=1))
+    lines = ["# Layer precision", "", *(f"- {k}: {v}" for k, v in summary.items() if not isinstance(v, (dict, list))),
+             "", "| node | op | group | precision | reason |", "|---|---|---|---|---|"]
+    lines += [f"| {r['node']} | {r['op_type']} | {r['group'] or ''} | {r['precision']} | {r['reason']} |" for r in rows]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def calibrate_int8(options: CalibrateOptions) -> dict:
+    """Run the INT8 flow; returns the summary also stored in the precision report."""
+    from maskrcnn_deploy.calibration.budget import EvalSet, search_budget
+    from maskrcnn_deploy.calibration.fp16 import convert_nodes_fp16, plan_precision
+
+    t0 = time.monotonic()
+    if options.fallback not in ("fp16", "fp32"):
+        raise PrecisionError(f"--fallback must be fp16 or fp32, got {options.fallback!r}")
+    output = Path(options.output)
+    graph = load_float_graph(options.model)
+    evalset = EvalSet.from_data(options.eval_data, options.eval_images) if options.eval_data else None
+    batches = CalibrationBatches.from_data(options.data, graph, options.num_images, options.batch_size)
+    if evalset is not None:
+        shared = {p.resolve() for p in evalset.images} & {p.resolve() for p in batches.paths}
+        if shared:
+            print(f"WARNING: {len(shared)} of the --eval-data images are also calibration images: the AP budget "
+                  "is then measured partly on data the scales were fitted to; hold them out", flush=True)
+    region = find_region(graph.model)
+    # the region with its logit layers, so that the ranges file also serves `convert --fp16 --ranges`
+    tensors = region_tensors(graph.model, find_region(graph.model, with_logits=True).nodes())
+    amax = collect_ranges(graph.model, batches, options.method, tensors, percentile=options.percentile,
+                          num_bins=options.num_bins)
+    summary = {"method": options.method, "percentile": options.percentile if options.method == "percentile" else None,
+               "calibration_images": len(batches.paths), "groups": region.group_names()}
+
+    def build(int8_groups, float_groups):
+        """The graph for a split of the layer groups: Q/DQ on the INT8 ones, the others in the fallback."""
+        model = quantize_qdq(graph.model, amax, region.nodes(int8_groups))
+        if float_groups and options.fallback == "fp16":
+            model = convert_nodes_fp16(model, region.nodes(float_groups), amax)
+        return model
+
+    float_groups: list[str] = []
+    if evalset is not None:
+        budget = search_budget(graph, amax, region, evalset, options.max_ap_drop, options.threads, build=build)
+        for line in budget.summary_lines():
+            print(line)
+        float_groups, model = budget.float_groups, budget.model
+        summary["budget"] = {"max_ap_drop": options.max_ap_drop, "met": budget.met, "baseline": budget.baseline,
+                             "final": budget.final, "eval_images": len(evalset.images), "steps": budget.steps,
+                             "sweep": [asdict(s) for s in budget.sweep]}
+        if not budget.met:
+            print(f"WARNING: the AP budget ({options.max_ap_drop} segm AP points) is not met even with every "
+                  f"layer group in {options.fallback}: the loss is outside the quantized layers", flush=True)
+    else:
+        print("no --eval-data: every layer group is INT8 and no AP budget was checked")
+        model = build(region.group_names(), [])
+    int8_groups = [g for g in region.group_names() if g not in float_groups]
+    fp16_plan = plan_precision(graph.model, amax, region.nodes(float_groups)) \
+        if float_groups and options.fallback == "fp16" else None
+    save_checked(model, output)
+    # the cache carries the Q/DQ graph's own scales: onnxruntime's quantizer gives a Relu's input the
+    # Relu output's range and MaxPool / Resize outputs their input's scale, and TensorRT 10's implicit
+    # path must quantize exactly as the explicit graph does
+    # (a Q reading a float16 group's output reads an inserted Cast to float32: the name is its source's)
+    float_tensors = {t for n in graph.model.graph.node for t in (*n.input, *n.output)}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    scales = {}
+    for tensor, scale in sorted(activation_scales(model).items()):
+        while tensor not in float_tensors and tensor in producer and producer[tensor].op_type == "Cast":
+            tensor = producer[tensor].input[0]
+        if tensor in float_tensors:
+            scales[tensor] = scale
+    cache = output.with_suffix(".cache")
+    write_calibration_cache(cache, scales, options.trt_version, options.cache_algorithm)
+    output.with_suffix(".ranges.json").write_text(json.dumps({"method": options.method, "amax": amax}, indent=1))
+    summary.update(int8_groups=int8_groups, fallback_groups=float_groups,
+                   fallback_precision=options.fallback if float_groups else None)
+    report = output.with_suffix(".precision.json")
+    _write_report(report, precision_rows(graph.model, region, int8_groups, fp16_plan), summary)
+    print(f"wrote {output}, {cache} ({len(scales)} tensors, TensorRT {options.trt_version}), {report} "
+          f"in {time.monotonic() - t0:.0f} s")
+    return summary

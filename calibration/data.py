@@ -1,0 +1,110 @@
+"""Calibration inputs: images through the inference preprocessing, batched for a deploy graph.
+
+    graph = load_float_graph("model.onnx")                 # checked: readable, ours, float32
+    batches = CalibrationBatches.from_data("data/train.json", graph, num_images=64, batch_size=1)
+    for feed in batches: ...                                # {"images": [B,3,H,W], "image_sizes": [B,2]}
+
+Images are resized and mean-padded exactly as `runtime.predictor` does for inference, so the
+observed activation ranges are those the deployed model sees.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from maskrcnn_deploy.calibration.graph import PrecisionError, check_float_graph
+from maskrcnn_deploy.export.onnx_export import METADATA_KEY
+from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.runtime.coco import ImageLoadError, images_and_annotations, load_image
+from maskrcnn_deploy.runtime.predictor import preprocess_images
+
+__all__ = ["DeployGraph", "load_float_graph", "read_graph", "CalibrationBatches"]
+
+
+@dataclass
+class DeployGraph:
+    """An exported deploy graph with what preprocessing needs to feed it."""
+
+    path: Path
+    model: onnx.ModelProto
+    config: MaskRCNNConfig
+    input_size: tuple[int, int] | None  # static (H, W), None when dynamic
+    batch_size: int | None  # static batch, None when dynamic
+
+
+def read_graph(path: str | Path) -> DeployGraph:
+    """Load an ONNX deploy graph written by `maskrcnn-deploy export` (any precision)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrecisionError(f"ONNX file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # DecodeError and friends for a corrupt file
+        raise PrecisionError(f"cannot read {path} as ONNX ({type(exc).__name__}): re-export it") from None
+    meta = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY)
+    if meta is None:
+        raise PrecisionError(f"{path} has no '{METADATA_KEY}' metadata: export it with `maskrcnn-deploy export`")
+    dims = model.graph.input[0].type.tensor_type.shape.dim  # images [B,3,H,W]
+    values = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    size = (values[2], values[3]) if values[2] and values[3] else None
+    config = MaskRCNNConfig.from_dict(json.loads(meta)["config"])
+    return DeployGraph(path, model, config, size, values[0])
+
+
+def load_float_graph(path: str | Path) -> DeployGraph:
+    """`read_graph`, refusing graphs that are already quantized or float16."""
+    graph = read_graph(path)
+    check_float_graph(graph.model, str(graph.path))
+    return graph
+
+
+class CalibrationBatches:
+    """Preprocessed image batches for a deploy graph; iterating yields ONNX Runtime feeds."""
+
+    def __init__(self, paths: list[Path], graph: DeployGraph, batch_size: int = 1):
+        if not paths:
+            raise PrecisionError("no calibration images: give --data a folder of images or a COCO json")
+        if batch_size < 1:
+            raise PrecisionError(f"--batch-size must be >= 1, got {batch_size}")
+        if graph.batch_size is not None and batch_size != graph.batch_size:
+            raise PrecisionError(f"the graph has a static batch of {graph.batch_size}, but --batch-size is "
+                                 f"{batch_size}: use --batch-size {graph.batch_size} or export with --dynamic")
+        self.paths, self.graph, self.batch_size = list(paths), graph, batch_size
+        self._check_readable()
+
+    @classmethod
+    def from_data(cls, data: str | Path, graph: DeployGraph, num_images: int | None = None,
+                  batch_size: int = 1) -> "CalibrationBatches":
+        """Images of a folder or COCO json (first `num_images` in name / id order)."""
+        if not Path(data).exists():
+            raise PrecisionError(f"calibration data not found: {data}")
+        paths, _, _ = images_and_annotations(data, num_images)
+        return cls(paths, graph, batch_size)
+
+    def _check_readable(self) -> None:
+        """Fail before any work when an image cannot be read, naming every unreadable file."""
+        bad = []
+        for path in self.paths:
+            try:
+                load_image(path)
+            except ImageLoadError as err:
+                bad.append(str(err))
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise ImageLoadError(f"{bad[0]}{more}: remove or fix the unreadable calibration images")
+
+    def __len__(self) -> int:
+        return -(-len(self.paths) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(0, len(self.paths), self.batch_size):
+            chunk = [load_image(p) for p in self.paths[start:start + self.batch_size]]
+            while len(chunk) < self.batch_size:  # the last batch is topped up with copies
+                chunk.append(chunk[-1])
+            images, sizes = preprocess_images(chunk, self.graph.config, self.graph.input_size)
+            yield {"images": images.numpy().astype(np.float32), "image_sizes": sizes.numpy().astype(np.float32)}
