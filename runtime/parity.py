@@ -54,14 +54,17 @@ class Tolerances:
 # fp16: 10-bit mantissa: coordinates in 1024-2048 px are spaced 1 px, deltas/logits carry ~1e-3 relative
 #   error, and detections near the score threshold or NMS IoU can flip: 98% matched, 2 px, AP within 0.5
 #   point, the worst 1% of pairs ignored.
-# int8: post-training quantization typically costs 0.5-1.5 AP points and moves boxes by a few pixels:
-#   90% matched, 8 px (box IoU 0.85 as the scale-relative check), AP within 2 points, worst 5% ignored.
+# int8: post-training quantization moves every activation by up to half a step, so low-score detections
+#   shift and masks near the threshold change: AP within 2 points, 90% matched, worst 5% ignored, and per
+#   pair limits set from the trained synthetic model (bench/precision_table.py, 100 report images, six
+#   INT8 graphs: box IoU p5 0.69-0.74, mask IoU p5 0.60-0.69, box error p95 9.8-12.1 px on 256-px images,
+#   matched 93.5-95.3%, |AP delta| <= 0.9 points) with margin: box IoU 0.6, mask IoU 0.5, 16 px.
 TOLERANCE_PRESETS: dict[str, Tolerances] = {
     "fp32": Tolerances(name="fp32"),
     "fp16": Tolerances(name="fp16", min_match_fraction=0.98, min_box_iou=0.95, max_box_error_px=2.0,
                        min_mask_iou=0.90, max_score_delta=0.02, max_ap_delta=0.005, outlier_percentile=1.0),
-    "int8": Tolerances(name="int8", min_match_fraction=0.90, min_box_iou=0.85, max_box_error_px=8.0,
-                       min_mask_iou=0.75, max_score_delta=0.10, max_ap_delta=0.02, outlier_percentile=5.0),
+    "int8": Tolerances(name="int8", min_match_fraction=0.90, min_box_iou=0.60, max_box_error_px=16.0,
+                       min_mask_iou=0.50, max_score_delta=0.10, max_ap_delta=0.02, outlier_percentile=5.0),
 }
 
 
