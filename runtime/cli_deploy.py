@@ -3,6 +3,7 @@
     maskrcnn-deploy export runs/r18/model_final.pt -o out/model.onnx [--input-size 800x1344] [--dynamic]
                                                    [--roi-align custom|standard]
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json [--report r.json]
+    maskrcnn-deploy build out/model.onnx -o out/model.engine        (runtime/cli_tensorrt.py)
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def add_commands(sub) -> None:
 
     ch = sub.add_parser("check", help="accuracy parity of an artifact against a reference")
     ch.add_argument("reference", help="checkpoint (.pt) or ONNX file")
-    ch.add_argument("artifact", help="ONNX file (or checkpoint) to check")
+    ch.add_argument("artifact", help="ONNX file or TensorRT engine (or checkpoint) to check")
     ch.add_argument("--data", required=True, help="COCO json (AP is compared), or a folder of images")
     ch.add_argument("--max-images", type=int, default=None)
     ch.add_argument("--tolerance", default="fp32", help="preset: fp32, fp16, int8")
@@ -99,3 +100,6 @@ def add_commands(sub) -> None:
     ch.add_argument("--report", default=None, help="write the JSON report here")
     ch.add_argument("--histogram", default=None, help="write error histograms (PNG) here")
     ch.set_defaults(func=cmd_check)
+
+    from maskrcnn_deploy.runtime import cli_tensorrt
+    cli_tensorrt.add_commands(sub)  # build (TensorRT engine)

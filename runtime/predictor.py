@@ -166,11 +166,16 @@ class OnnxPredictor(Predictor):
 
 
 def load(path: str | Path, device: str = "cpu", threads: int | None = None) -> Predictor:
-    """A predictor for a checkpoint (.pt/.pth) or an ONNX deploy graph (.onnx)."""
+    """A predictor for a checkpoint (.pt/.pth), an ONNX deploy graph (.onnx) or a TensorRT engine
+    (.engine/.plan from `maskrcnn-deploy build`; runs on the current CUDA device)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth"):
         return TorchPredictor(path, device)
     if suffix == ".onnx":
         return OnnxPredictor(path, threads)
-    raise PredictorError(f"cannot tell the backend of {path}: use a .pt/.pth checkpoint or an .onnx graph")
+    if suffix in (".engine", ".plan"):
+        from maskrcnn_deploy.runtime.tensorrt_backend import TensorRTPredictor
+        return TensorRTPredictor(path)
+    raise PredictorError(f"cannot tell the backend of {path}: use a .pt/.pth checkpoint, an .onnx graph or a "
+                         ".engine/.plan TensorRT engine")

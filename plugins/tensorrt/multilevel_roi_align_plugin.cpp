@@ -1,0 +1,247 @@
+// MultiLevelRoIAlign plugin (see multilevel_roi_align_plugin.h).
+#include "multilevel_roi_align_plugin.h"
+
+#include <cstdint>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "plugin_logging.h"
+#include "roi_align_api.h"  // mrd_roi_align_forward_cuda, MrdLevels, MrdPoolParams
+
+namespace mrd {
+namespace trt {
+
+using nvinfer1::DataType;
+using nvinfer1::Dims;
+using nvinfer1::DynamicPluginTensorDesc;
+using nvinfer1::PluginTensorDesc;
+using nvinfer1::TensorFormat;
+
+namespace {
+
+bool isFloatType(DataType type) { return type == DataType::kFLOAT || type == DataType::kHALF; }
+
+char const* dataTypeName(DataType type) {
+  switch (type) {
+    case DataType::kFLOAT: return "float32";
+    case DataType::kHALF: return "float16";
+    case DataType::kINT8: return "int8";
+    case DataType::kINT32: return "int32";
+    case DataType::kBOOL: return "bool";
+    case DataType::kUINT8: return "uint8";
+    case DataType::kFP8: return "fp8";
+    case DataType::kBF16: return "bfloat16";
+    case DataType::kINT64: return "int64";
+    default: return "an unsupported type";
+  }
+}
+
+// A dimension that is known (not -1) and not what it should be.
+bool differs(int64_t value, int64_t expected) { return value >= 0 && expected >= 0 && value != expected; }
+
+}  // namespace
+
+MultiLevelRoIAlignPlugin::MultiLevelRoIAlignPlugin(std::string layerName, RoIAlignAttributes attributes)
+    : mLayerName(std::move(layerName)),
+      mAttributes(std::move(attributes)),
+      mMetadata(describeAttributes(mAttributes)) {}
+
+nvinfer1::IPluginCapability* MultiLevelRoIAlignPlugin::getCapabilityInterface(
+    nvinfer1::PluginCapabilityType type) noexcept {
+  switch (type) {
+    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
+    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
+    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
+  }
+  return nullptr;
+}
+
+nvinfer1::IPluginV3* MultiLevelRoIAlignPlugin::clone() noexcept {
+  try {
+    return new MultiLevelRoIAlignPlugin(mLayerName, mAttributes);
+  } catch (std::exception const& e) {
+    fail(std::string("clone failed: ") + e.what());
+  }
+  return nullptr;
+}
+
+std::string MultiLevelRoIAlignPlugin::inputName(int32_t index) const {
+  return index == 0 ? "rois" : "p" + std::to_string(mAttributes.firstLevel() + index - 1);
+}
+
+int32_t MultiLevelRoIAlignPlugin::fail(std::string const& message) const {
+  logError("layer '" + mLayerName + "': " + message);
+  return -1;
+}
+
+int32_t MultiLevelRoIAlignPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs,
+                                                     DataType const* inputTypes, int32_t nbInputs) const noexcept {
+  try {
+    if (nbInputs != numInputs() || nbOutputs != 1)
+      return fail("expects " + std::to_string(numInputs()) + " inputs and 1 output, got " + std::to_string(nbInputs) +
+                  " and " + std::to_string(nbOutputs));
+    for (int32_t i = 0; i < nbInputs; ++i) {
+      if (!isFloatType(inputTypes[i]))
+        return fail("input '" + inputName(i) + "' is " + dataTypeName(inputTypes[i]) +
+                    "; only float32 and float16 are supported");
+      if (inputTypes[i] != inputTypes[0])
+        return fail("all inputs must have one type: '" + inputName(i) + "' is " + dataTypeName(inputTypes[i]) +
+                    ", 'rois' is " + dataTypeName(inputTypes[0]));
+    }
+    outputTypes[0] = inputTypes[0];
+    return 0;
+  } catch (std::exception const& e) {
+    return fail(e.what());
+  }
+}
+
+// pooled [R, C, output_height, output_width] from rois [R, 5] and the first map [B, C, H, W].
+int32_t MultiLevelRoIAlignPlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+                                                  nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t nbShapeInputs,
+                                                  nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
+                                                  nvinfer1::IExprBuilder& exprBuilder) noexcept {
+  try {
+    if (nbInputs != numInputs() || nbOutputs != 1 || nbShapeInputs != 0)
+      return fail("expects " + std::to_string(numInputs()) + " inputs, 1 output and no shape inputs");
+    nvinfer1::DimsExprs const& rois = inputs[0];
+    if (rois.nbDims != 2) return fail("'rois' must be [R, 5], got rank " + std::to_string(rois.nbDims));
+    if (rois.d[1]->isConstant() && rois.d[1]->getConstantValue() != 5)
+      return fail("'rois' must be [R, 5], got [R, " + std::to_string(rois.d[1]->getConstantValue()) + "]");
+    for (int32_t i = 1; i < nbInputs; ++i)
+      if (inputs[i].nbDims != 4)
+        return fail("'" + inputName(i) + "' must be [B, C, H, W], got rank " + std::to_string(inputs[i].nbDims));
+    nvinfer1::IDimensionExpr const* height = exprBuilder.constant(mAttributes.outputHeight);
+    nvinfer1::IDimensionExpr const* width = exprBuilder.constant(mAttributes.outputWidth);
+    if (height == nullptr || width == nullptr) return fail("the expression builder returned no constant");
+    outputs[0].nbDims = 4;
+    outputs[0].d[0] = rois.d[0];       // R
+    outputs[0].d[1] = inputs[1].d[1];  // C
+    outputs[0].d[2] = height;
+    outputs[0].d[3] = width;
+    return 0;
+  } catch (std::exception const& e) {
+    return fail(e.what());
+  }
+}
+
+// Every tensor linear; rois float32 or float16; every other tensor the type of rois.
+bool MultiLevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut,
+                                                         int32_t nbInputs, int32_t nbOutputs) noexcept {
+  if (inOut == nullptr || nbInputs != numInputs() || nbOutputs != 1 || pos < 0 || pos >= nbInputs + nbOutputs)
+    return false;
+  PluginTensorDesc const& desc = inOut[pos].desc;
+  if (desc.format != TensorFormat::kLINEAR) return false;
+  if (pos == 0) return isFloatType(desc.type);
+  return desc.type == inOut[0].desc.type;
+}
+
+std::string MultiLevelRoIAlignPlugin::checkInputDims(Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const {
+  if (nbInputs != numInputs() || nbOutputs != 1)
+    return "expects " + std::to_string(numInputs()) + " inputs (rois and " + std::to_string(mAttributes.numLevels()) +
+           " feature maps) and 1 output, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
+  if (dims[0].nbDims != 2 || differs(dims[0].d[1], 5)) return "'rois' must be [R, 5]";
+  int64_t const batch = dims[1].nbDims == 4 ? dims[1].d[0] : -1;
+  int64_t const channels = dims[1].nbDims == 4 ? dims[1].d[1] : -1;
+  for (int32_t i = 1; i < nbInputs; ++i) {
+    Dims const& d = dims[i];
+    if (d.nbDims != 4) return "'" + inputName(i) + "' must be [B, C, H, W], got rank " + std::to_string(d.nbDims);
+    if (differs(d.d[0], batch))
+      return "feature maps must share the batch size: '" + inputName(i) + "' has " + std::to_string(d.d[0]) + ", '" +
+             inputName(1) + "' has " + std::to_string(batch);
+    if (differs(d.d[1], channels))
+      return "feature maps must share the channel count: '" + inputName(i) + "' has " + std::to_string(d.d[1]) + ", '" +
+             inputName(1) + "' has " + std::to_string(channels);
+    for (int32_t k = 0; k < 4; ++k)
+      if (d.d[k] > std::numeric_limits<int32_t>::max())
+        return "'" + inputName(i) + "' dimension " + std::to_string(k) + " exceeds the kernels' int32 range";
+  }
+  return {};
+}
+
+int32_t MultiLevelRoIAlignPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
+                                                  DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
+  try {
+    if (nbInputs < 1 || nbInputs > 1 + MRD_MAX_LEVELS)
+      return fail("unexpected input count " + std::to_string(nbInputs));
+    Dims dims[1 + MRD_MAX_LEVELS];
+    for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].desc.dims;
+    std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
+    return problem.empty() ? 0 : fail(problem);
+  } catch (std::exception const& e) {
+    return fail(e.what());
+  }
+}
+
+size_t MultiLevelRoIAlignPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* /*inputs*/, int32_t /*nbInputs*/,
+                                                  DynamicPluginTensorDesc const* /*outputs*/,
+                                                  int32_t /*nbOutputs*/) const noexcept {
+  return 0;  // the kernels take the level pointers by value and need no scratch memory
+}
+
+int32_t MultiLevelRoIAlignPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs,
+                                                PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
+  try {
+    if (nbInputs < 1 || nbInputs > 1 + MRD_MAX_LEVELS)
+      return fail("unexpected input count " + std::to_string(nbInputs));
+    Dims dims[1 + MRD_MAX_LEVELS];
+    for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].dims;
+    std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
+    return problem.empty() ? 0 : fail(problem);
+  } catch (std::exception const& e) {
+    return fail(e.what());
+  }
+}
+
+int32_t MultiLevelRoIAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* /*outputDesc*/,
+                                          void const* const* inputs, void* const* outputs, void* /*workspace*/,
+                                          cudaStream_t stream) noexcept {
+  try {
+    DataType const type = inputDesc[0].type;
+    if (!isFloatType(type)) return fail(std::string("cannot run on ") + dataTypeName(type) + " inputs");
+    int32_t const levels = mAttributes.numLevels();
+    Dims const& first = inputDesc[1].dims;  // [B, C, H, W]
+    MrdLevels lv{};
+    lv.num_levels = levels;
+    lv.batch = static_cast<int32_t>(first.d[0]);
+    lv.channels = static_cast<int32_t>(first.d[1]);
+    void const* features[MRD_MAX_LEVELS] = {};
+    for (int32_t l = 0; l < levels; ++l) {
+      lv.height[l] = static_cast<int32_t>(inputDesc[1 + l].dims.d[2]);
+      lv.width[l] = static_cast<int32_t>(inputDesc[1 + l].dims.d[3]);
+      lv.spatial_scale[l] = mAttributes.spatialScales[l];
+      features[l] = inputs[1 + l];
+    }
+    lv.canonical_scale = mAttributes.canonicalScale;
+    lv.canonical_level = mAttributes.canonicalLevel;
+    lv.eps = mAttributes.levelEps;
+    MrdPoolParams const params{mAttributes.outputHeight, mAttributes.outputWidth, mAttributes.samplingRatio,
+                               mAttributes.aligned, mAttributes.poolMode()};
+    int64_t const numRois = inputDesc[0].dims.d[0];
+    int const status = mrd_roi_align_forward_cuda(type == DataType::kHALF ? MRD_FLOAT16 : MRD_FLOAT32, &lv, features,
+                                                  inputs[0], numRois, &params, outputs[0], stream);
+    if (status != MRD_OK) return fail(std::string("RoIAlign core: ") + mrd_status_message(status));
+    return 0;
+  } catch (std::exception const& e) {
+    return fail(e.what());
+  }
+}
+
+nvinfer1::IPluginV3* MultiLevelRoIAlignPlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept {
+  return clone();  // no per-context resources
+}
+
+nvinfer1::PluginFieldCollection const* MultiLevelRoIAlignPlugin::getFieldsToSerialize() noexcept {
+  try {
+    mSerialFields = attributeFields(mAttributes);
+    mSerialCollection.nbFields = static_cast<int32_t>(mSerialFields.size());
+    mSerialCollection.fields = mSerialFields.data();
+    return &mSerialCollection;
+  } catch (std::exception const& e) {
+    fail(std::string("serialization failed: ") + e.what());
+  }
+  return nullptr;
+}
+
+}  // namespace trt
+}  // namespace mrd
