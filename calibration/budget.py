@@ -8,6 +8,7 @@
               segm AP drop; rank groups by drop, most sensitive first.
 3. search   : quantize every group; while the drop exceeds the budget, return the most sensitive
               group still in INT8 to float and measure again.
+With a `Journal`, every measurement is recorded as it finishes and a rerun skips those it holds.
 Each search step measures the graph that would be written (`build`: Q/DQ for the INT8 groups, the
 float groups in float16 when that is the fallback), so "met" holds for the shipped graph on the
 held-out images. AP is in points (AP x 100), as `--max-ap-drop` is.
@@ -15,6 +16,7 @@ held-out images. AP is in points (AP x 100), as `--max-ap-drop` is.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,8 @@ import onnx
 from maskrcnn_deploy.calibration.data import DeployGraph
 from maskrcnn_deploy.calibration.graph import PrecisionError, Region
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
+from maskrcnn_deploy.runtime.files import Journal
+from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
 from maskrcnn_deploy.runtime.progress import Progress
 
 __all__ = ["EvalSet", "GroupSensitivity", "BudgetResult", "evaluate_model", "sensitivity_sweep", "search_budget"]
@@ -39,12 +43,17 @@ class EvalSet:
 
     @classmethod
     def from_data(cls, data: str | Path, num_images: int | None = None) -> "EvalSet":
-        from maskrcnn_deploy.runtime.coco import images_and_annotations
+        from maskrcnn_deploy.runtime.coco import (ImageLoadError, images_and_annotations, report_unreadable,
+                                                 unreadable_images)
 
         images, coco, ids = images_and_annotations(data, num_images)
         if coco is None:
             raise PrecisionError(f"the accuracy budget needs ground truth: give --eval-data a COCO json, not the "
                                  f"image folder {data}")
+        failures = unreadable_images(images)  # before the long sweep, not in its middle
+        if failures:
+            raise ImageLoadError(f"{report_unreadable(failures, len(images))}: fix them, or give --eval-data "
+                                 "annotations without them")
         return cls(images, coco, ids)
 
 
@@ -59,7 +68,8 @@ def evaluate_model(model: onnx.ModelProto, evalset: EvalSet, threads: int | None
         predictor = OnnxPredictor(path, threads)
         results = []
         for image_id, image in zip(evalset.image_ids, evalset.images):
-            detections = predictor.predict([image])[0]
+            with deferred_interrupt():  # a Ctrl-C inside the custom op's callback would abort
+                detections = predictor.predict([image])[0]
             cat_ids = predictor.category_ids or list(range(predictor.config.num_classes))
             results += detections_to_coco_results(image_id, detections, cat_ids)
     metrics = evaluate_coco(evalset.coco, results, image_ids=evalset.image_ids)
@@ -100,48 +110,81 @@ class BudgetResult:
 
 def sensitivity_sweep(graph: DeployGraph, amax: dict[str, float], region: Region, evalset: EvalSet,
                       baseline: dict[str, float], threads: int | None = None,
-                      evaluate=evaluate_model) -> list[GroupSensitivity]:
-    """Each layer group quantized alone; most sensitive (largest segm AP drop) first."""
+                      evaluate=None, journal: Journal | None = None) -> list[GroupSensitivity]:
+    """Each layer group quantized alone; most sensitive (largest segm AP drop) first.
+
+    journal: groups it holds are not measured again; each new measurement is recorded as it finishes.
+    """
+    evaluate = evaluate or evaluate_model
     groups = region.group_names()
-    progress = Progress(len(groups), "sensitivity sweep", interval=0.0)
+    done = sum(f"sweep:{group}" in journal for group in groups) if journal is not None else 0
+    if done:
+        print(f"resuming: {done} of {len(groups)} groups already measured ({journal.path})", flush=True)
+    progress = Progress(len(groups), "sensitivity sweep", interval=0.0, start=done)
     rows = []
-    for i, group in enumerate(groups):
-        ap = evaluate(quantize_qdq(graph.model, amax, region.nodes([group])), evalset, threads)
+    for group in groups:
+        resumed = journal is not None and f"sweep:{group}" in journal
+        ap = _measure(journal, f"sweep:{group}",
+                      lambda: evaluate(quantize_qdq(graph.model, amax, region.nodes([group])), evalset, threads))
+        if not resumed:
+            progress.update(None, f"{group}: drop {baseline['segm'] - ap['segm']:+.2f}")
         rows.append(GroupSensitivity(group, ap["segm"], ap["bbox"], baseline["segm"] - ap["segm"]))
-        progress.update(i + 1, f"{group}: drop {rows[-1].drop:+.2f}")
     return sorted(rows, key=lambda r: (-r.drop, -baseline["bbox"] + r.bbox_ap))
+
+
+def _measure(journal: Journal | None, step: str, evaluate) -> dict[str, float]:
+    """The journal's AP for `step`, or `evaluate()` recorded in the journal as soon as it returns."""
+    if journal is not None and step in journal:
+        return journal.get(step)
+    ap = evaluate()
+    if journal is not None:
+        journal.record(step, ap)
+    return ap
 
 
 def search_budget(graph: DeployGraph, amax: dict[str, float], region: Region, evalset: EvalSet,
                   max_ap_drop: float = 0.5, threads: int | None = None,
-                  baseline: dict[str, float] | None = None, evaluate=evaluate_model, build=None) -> BudgetResult:
+                  baseline: dict[str, float] | None = None, evaluate=None, build=None,
+                  journal: Journal | None = None) -> BudgetResult:
     """Sweep, then return the most sensitive groups to float until the segm AP drop <= max_ap_drop.
 
-    evaluate(model, evalset, threads) -> {"bbox": AP points, "segm": AP points}; tests pass a stand-in.
+    evaluate(model, evalset, threads) -> {"bbox": AP points, "segm": AP points}; default `evaluate_model`,
+    tests pass a stand-in.
     build(int8_groups, float_groups) -> the candidate graph; default: Q/DQ for the INT8 groups, the
     rest float32.
+    journal: every AP measured (baseline, sweep, search steps) is recorded there as it finishes, and
+    one it already holds is not measured again, so an interrupted search resumes where it stopped.
+    Its key must cover everything the measurements depend on (graph, ranges, evalset, build); the
+    budget is not part of it: the measurements hold for any budget.
     """
     if max_ap_drop < 0:
         raise PrecisionError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
+    evaluate = evaluate or evaluate_model
     if build is None:
         def build(int8_groups, float_groups):
             return quantize_qdq(graph.model, amax, region.nodes(int8_groups))
-    baseline = baseline or evaluate(graph.model, evalset, threads)
+    baseline = baseline or _measure(journal, "baseline", lambda: evaluate(graph.model, evalset, threads))
     if baseline["segm"] <= 0:
         raise PrecisionError("the float graph scores segm AP 0 on --eval-data: an AP budget cannot be measured "
                              "(wrong data for this model?)")
-    sweep = sensitivity_sweep(graph, amax, region, evalset, baseline, threads, evaluate)
+    sweep = sensitivity_sweep(graph, amax, region, evalset, baseline, threads, evaluate, journal)
     order = [s.group for s in sweep]
     float_groups: list[str] = []
     steps = []
     while True:
         int8 = [g for g in region.group_names() if g not in float_groups]
-        model = build(int8, float_groups)
-        ap = evaluate(model, evalset, threads)
+        built = {}
+
+        def measure():
+            built["model"] = build(int8, float_groups)
+            return evaluate(built["model"], evalset, threads)
+
+        ap = _measure(journal, f"search:{json.dumps(float_groups)}", measure)
         steps.append({"float_groups": list(float_groups), "segm": ap["segm"], "bbox": ap["bbox"]})
         met = baseline["segm"] - ap["segm"] <= max_ap_drop
         print(f"budget search: {len(int8)} groups INT8, segm AP drop {baseline['segm'] - ap['segm']:.2f} "
               f"(budget {max_ap_drop:.2f})", flush=True)
         if met or len(float_groups) == len(order):
+            model = built["model"] if built else build(int8, float_groups)  # a resumed step was not built
             return BudgetResult(baseline, sweep, int8, float_groups, ap, met, steps, model)
         float_groups.append(order[len(float_groups)])

@@ -21,7 +21,8 @@ from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_grap
 from maskrcnn_deploy.calibration.graph import PrecisionError, find_region
 from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
-from maskrcnn_deploy.calibration.trt_cache import DEFAULT_TRT_VERSION, write_calibration_cache
+from maskrcnn_deploy.calibration.trt_cache import DEFAULT_TRT_VERSION, calibration_cache_text
+from maskrcnn_deploy.runtime.files import Journal, atomic_write, atomic_write_all, file_digest, inputs_key
 
 __all__ = ["CalibrateOptions", "calibrate_int8", "precision_rows", "save_checked"]
 
@@ -43,21 +44,23 @@ class CalibrateOptions:
     trt_version: str = DEFAULT_TRT_VERSION
     cache_algorithm: str = "EntropyCalibration2"
     threads: int | None = None
+    resume: bool = True  # continue an interrupted run with the same inputs from its progress files
 
 
 def save_checked(model: onnx.ModelProto, path: str | Path) -> None:
-    """Save, then check like the exporter does: full checker (strict shape inference) and an ORT session."""
+    """Save atomically, checked like the exporter checks: full checker (strict shape inference) and an
+    ORT session; a graph that fails leaves no file behind (and the previous one in place)."""
+    atomic_write(path, lambda tmp: _save_and_check(model, tmp))
+
+
+def _save_and_check(model: onnx.ModelProto, path: Path) -> None:
+    from maskrcnn_deploy.export.onnx_ops import register_schema
     from maskrcnn_deploy.runtime.onnx_backend import load_session
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    onnx.save(model, str(tmp))
-    from maskrcnn_deploy.export.onnx_ops import register_schema
+    onnx.save(model, str(path))
     register_schema()  # our op's schema, for the checker and shape inference
-    onnx.checker.check_model(str(tmp), full_check=True)
-    load_session(tmp)
-    tmp.replace(path)
+    onnx.checker.check_model(str(path), full_check=True)
+    load_session(path)
 
 
 def precision_rows(model: onnx.ModelProto, region, int8_groups, fp16_plan=None) -> list[dict]:
@@ -85,13 +88,26 @@ def precision_rows(model: onnx.ModelProto, region, int8_groups, fp16_plan=None) 
     return rows
 
 
-def _write_report(path: Path, rows: list[dict], summary: dict) -> None:
-    path.write_text(json.dumps({"schema": "maskrcnn_deploy.precision/1", "summary": summary, "layers": rows},
-                               indent=1))
+def _report_texts(rows: list[dict], summary: dict) -> tuple[str, str]:
+    """The precision report as JSON (the TensorRT builder reads it) and as a Markdown table."""
+    report = json.dumps({"schema": "maskrcnn_deploy.precision/1", "summary": summary, "layers": rows}, indent=1)
     lines = ["# Layer precision", "", *(f"- {k}: {v}" for k, v in summary.items() if not isinstance(v, (dict, list))),
              "", "| node | op | group | precision | reason |", "|---|---|---|---|---|"]
     lines += [f"| {r['node']} | {r['op_type']} | {r['group'] or ''} | {r['precision']} | {r['reason']} |" for r in rows]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return report, "\n".join(lines) + "\n"
+
+
+def _progress_keys(options: CalibrateOptions, batches: CalibrationBatches, evalset) -> tuple[str, str]:
+    """Keys of the range statistics and of the budget measurements: digests of everything they depend on."""
+    settings = {"max": (), "percentile": (options.percentile, options.num_bins), "entropy": (options.num_bins,)}
+    ranges = inputs_key("ranges", file_digest(options.model), options.method, settings.get(options.method),
+                        options.batch_size, [file_digest(p) for p in batches.paths])
+    if evalset is None:
+        return ranges, ""
+    coco, ids = evalset.coco, evalset.image_ids
+    budget = inputs_key("budget", ranges, options.fallback, options.threads, [file_digest(p) for p in evalset.images],
+                        coco.dataset.get("categories"), [coco.imgs[i] for i in ids], [coco.imgToAnns[i] for i in ids])
+    return ranges, budget
 
 
 def calibrate_int8(options: CalibrateOptions) -> dict:
@@ -111,11 +127,20 @@ def calibrate_int8(options: CalibrateOptions) -> dict:
         if shared:
             print(f"WARNING: {len(shared)} of the --eval-data images are also calibration images: the AP budget "
                   "is then measured partly on data the scales were fitted to; hold them out", flush=True)
+    # an interrupted run (Ctrl-C) resumes from these, beside the output, when its inputs are the same
+    ranges_file = output.with_name(output.name + ".ranges-progress.npz")
+    journal_file = output.with_name(output.name + ".budget-progress.jsonl")
+    if not options.resume:
+        ranges_file.unlink(missing_ok=True)
+        journal_file.unlink(missing_ok=True)
+    ranges_key, budget_key = _progress_keys(options, batches, evalset)
+    print(f"progress is saved in {ranges_file}" + (f" and {journal_file}" if evalset is not None else "") +
+          ": if interrupted, run the same command again to resume", flush=True)
     region = find_region(graph.model)
     # the region with its logit layers, so that the ranges file also serves `convert --fp16 --ranges`
     tensors = region_tensors(graph.model, find_region(graph.model, with_logits=True).nodes())
     amax = collect_ranges(graph.model, batches, options.method, tensors, percentile=options.percentile,
-                          num_bins=options.num_bins)
+                          num_bins=options.num_bins, progress_file=ranges_file, key=ranges_key)
     summary = {"method": options.method, "percentile": options.percentile if options.method == "percentile" else None,
                "calibration_images": len(batches.paths), "groups": region.group_names()}
 
@@ -128,7 +153,12 @@ def calibrate_int8(options: CalibrateOptions) -> dict:
 
     float_groups: list[str] = []
     if evalset is not None:
-        budget = search_budget(graph, amax, region, evalset, options.max_ap_drop, options.threads, build=build)
+        journal = Journal(journal_file, budget_key, "calibrate: AP budget measurements")
+        try:
+            budget = search_budget(graph, amax, region, evalset, options.max_ap_drop, options.threads, build=build,
+                                   journal=journal)
+        finally:
+            journal.close()
         for line in budget.summary_lines():
             print(line)
         float_groups, model = budget.float_groups, budget.model
@@ -144,7 +174,6 @@ def calibrate_int8(options: CalibrateOptions) -> dict:
     int8_groups = [g for g in region.group_names() if g not in float_groups]
     fp16_plan = plan_precision(graph.model, amax, region.nodes(float_groups)) \
         if float_groups and options.fallback == "fp16" else None
-    save_checked(model, output)
     # the cache carries the Q/DQ graph's own scales: onnxruntime's quantizer gives a Relu's input the
     # Relu output's range and MaxPool / Resize outputs their input's scale, and TensorRT 10's implicit
     # path must quantize exactly as the explicit graph does
@@ -157,13 +186,20 @@ def calibrate_int8(options: CalibrateOptions) -> dict:
             tensor = producer[tensor].input[0]
         if tensor in float_tensors:
             scales[tensor] = scale
-    cache = output.with_suffix(".cache")
-    write_calibration_cache(cache, scales, options.trt_version, options.cache_algorithm)
-    output.with_suffix(".ranges.json").write_text(json.dumps({"method": options.method, "amax": amax}, indent=1))
     summary.update(int8_groups=int8_groups, fallback_groups=float_groups,
                    fallback_precision=options.fallback if float_groups else None)
-    report = output.with_suffix(".precision.json")
-    _write_report(report, precision_rows(graph.model, region, int8_groups, fp16_plan), summary)
+    cache, report = output.with_suffix(".cache"), output.with_suffix(".precision.json")
+    texts = {
+        cache: calibration_cache_text(scales, options.trt_version, options.cache_algorithm),
+        output.with_suffix(".ranges.json"): json.dumps({"method": options.method, "amax": amax}, indent=1),
+        **dict(zip((report, report.with_suffix(".md")),
+                   _report_texts(precision_rows(graph.model, region, int8_groups, fp16_plan), summary))),
+    }
+    # all five files replace a previous run's together, after the graph passed its checks
+    atomic_write_all({output: lambda tmp: _save_and_check(model, tmp),
+                      **{path: (lambda tmp, text=text: tmp.write_text(text)) for path, text in texts.items()}})
+    ranges_file.unlink(missing_ok=True)
+    journal_file.unlink(missing_ok=True)
     print(f"wrote {output}, {cache} ({len(scales)} tensors, TensorRT {options.trt_version}), {report} "
           f"in {time.monotonic() - t0:.0f} s")
     return summary

@@ -22,7 +22,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         model=args.model, data=args.data, output=args.output, method=args.method, percentile=args.percentile,
         num_images=args.num_images, batch_size=args.batch_size, num_bins=args.num_bins, eval_data=args.eval_data,
         eval_images=args.eval_images, max_ap_drop=args.max_ap_drop, fallback=args.fallback,
-        trt_version=args.trt_version, cache_algorithm=args.cache_algorithm, threads=args.threads)
+        trt_version=args.trt_version, cache_algorithm=args.cache_algorithm, threads=args.threads,
+        resume=not args.no_resume)
     calibrate_int8(options)
     return 0
 
@@ -76,6 +77,8 @@ def add_commands(sub) -> None:
     ca.add_argument("--cache-algorithm", choices=ALGORITHMS, default="EntropyCalibration2",
                     help="calibrator named in the cache header (must match the one TensorRT runs)")
     ca.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads for evaluation")
+    ca.add_argument("--no-resume", action="store_true",
+                    help="start afresh, ignoring the progress files an interrupted run left beside the output")
     ca.set_defaults(func=cmd_calibrate)
 
     co = sub.add_parser("convert", help="FP16: a mixed-precision float16 graph with fragile parts kept float32")

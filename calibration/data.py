@@ -20,7 +20,8 @@ import onnx
 from maskrcnn_deploy.calibration.graph import PrecisionError, check_float_graph
 from maskrcnn_deploy.export.onnx_export import METADATA_KEY
 from maskrcnn_deploy.model.config import MaskRCNNConfig
-from maskrcnn_deploy.runtime.coco import ImageLoadError, images_and_annotations, load_image
+from maskrcnn_deploy.runtime.coco import (ImageLoadError, images_and_annotations, load_image, report_unreadable,
+                                         unreadable_images)
 from maskrcnn_deploy.runtime.predictor import preprocess_images
 
 __all__ = ["DeployGraph", "load_float_graph", "read_graph", "CalibrationBatches"]
@@ -87,16 +88,11 @@ class CalibrationBatches:
         return cls(paths, graph, batch_size)
 
     def _check_readable(self) -> None:
-        """Fail before any work when an image cannot be read, naming every unreadable file."""
-        bad = []
-        for path in self.paths:
-            try:
-                load_image(path)
-            except ImageLoadError as err:
-                bad.append(str(err))
-        if bad:
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise ImageLoadError(f"{bad[0]}{more}: remove or fix the unreadable calibration images")
+        """Fail before any work when an image cannot be read: one line per unreadable file, then the count."""
+        failures = unreadable_images(self.paths)
+        if failures:
+            summary = report_unreadable(failures, len(self.paths))
+            raise ImageLoadError(f"{summary}: remove or fix them (the calibration set decides the scales)")
 
     def __len__(self) -> int:
         return -(-len(self.paths) // self.batch_size)

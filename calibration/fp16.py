@@ -48,6 +48,7 @@ import onnx
 from maskrcnn_deploy.calibration.data import DeployGraph
 from maskrcnn_deploy.calibration.graph import GLUE_OPS, WEIGHTED_OPS, PrecisionError, check_float_graph, find_region
 from maskrcnn_deploy.export.onnx_ops import OP_TYPE, register_schema
+from maskrcnn_deploy.runtime.files import write_text
 
 __all__ = ["NodePrecision", "FP16_SAFE_MAX", "FRAGILE_OPS", "FP16_OPS", "plan_precision", "convert_fp16",
            "convert_nodes_fp16", "write_precision_report"]
@@ -256,7 +257,7 @@ def write_precision_report(rows: list[NodePrecision], path: str | Path) -> None:
     path = Path(path)
     layers = [{**asdict(r), "max_abs": r.max_abs if r.max_abs is not None and math.isfinite(r.max_abs) else None}
               for r in rows]
-    path.write_text(json.dumps({"schema": SCHEMA, "layers": layers}, indent=1))
+    write_text(path, json.dumps({"schema": SCHEMA, "layers": layers}, indent=1))
     if path.suffix == ".json":
         counts = {p: sum(r.precision == p for r in rows) for p in ("fp16", "fp32")}
         lines = ["# Layer precision (float16 conversion)", "", f"- fp16 nodes: {counts['fp16']}",
@@ -264,4 +265,4 @@ def write_precision_report(rows: list[NodePrecision], path: str | Path) -> None:
                  "|---|---|---|---|---|---|"]
         lines += [f"| {r.node} | {r.op_type} | {r.group or ''} | {r.precision} | "
                   f"{'' if r.max_abs is None else f'{r.max_abs:.3g}'} | {r.reason} |" for r in rows]
-        path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")

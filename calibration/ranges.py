@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -33,11 +35,15 @@ import numpy as np
 import onnx
 
 from maskrcnn_deploy.calibration.graph import PrecisionError
+from maskrcnn_deploy.runtime.files import atomic_write
+from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
 from maskrcnn_deploy.runtime.progress import Progress
 
 __all__ = ["METHODS", "collect_ranges", "region_tensors", "entropy_threshold", "read_ranges"]
 
 METHODS = ("max", "percentile", "entropy")
+# seconds between saves of the range statistics; a save costs well under a second (a few MB)
+SAVE_EVERY_S = 30.0
 
 
 def _calibrator_class(method: str):
@@ -96,10 +102,17 @@ def region_tensors(model: onnx.ModelProto, node_names) -> set[str]:
 
 def collect_ranges(model: onnx.ModelProto, feeds: Sequence[dict], method: str = "percentile",
                    tensors: set[str] | None = None, percentile: float = 99.99, num_bins: int = 2048,
-                   show_progress: bool = True) -> dict[str, float]:
+                   show_progress: bool = True, progress_file: str | Path | None = None, key: str = "",
+                   save_every_s: float | None = None) -> dict[str, float]:
     """amax per tensor over all feeds (all float activations when `tensors` is None).
 
     feeds: a sized iterable of ONNX Runtime input dicts, e.g. `CalibrationBatches`.
+    progress_file: where the statistics gathered so far are saved (`.npz`, atomically) every
+    `save_every_s` seconds (default SAVE_EVERY_S) and after the last feed, tagged with `key` (a digest
+    of everything the statistics depend on). A run that finds the file with its key resumes after the
+    saved feed, with the same result as an uninterrupted run; the caller deletes the file once its
+    outputs are written. (The statistics are saved between feeds only: a feed cut off midway may have
+    updated some tensors' histograms and not others.)
     """
     if method not in METHODS:
         raise PrecisionError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
@@ -120,12 +133,22 @@ def collect_ranges(model: onnx.ModelProto, feeds: Sequence[dict], method: str = 
         calibrator = cls(source, None, str(Path(tmp) / "augmented.onnx"), **options)
         calibrator.augment_graph()
         calibrator.create_inference_session()
-        progress = Progress(len(feeds), f"calibrate ({method})", interval=5.0) if show_progress else None
+        done = _restore_state(calibrator, progress_file, key) if progress_file else 0
+        if done:
+            print(f"resuming: {done} of {len(feeds)} calibration batches already collected ({progress_file})",
+                  flush=True)
+        progress = Progress(len(feeds), f"calibrate ({method})", interval=5.0, start=done) if show_progress else None
+        save_every_s = SAVE_EVERY_S if save_every_s is None else save_every_s
+        last_save = time.monotonic()
         with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints a line per batch
-            for i, feed in enumerate(feeds):
-                calibrator.collect_data(_OneFeed(feed))
+            for i, feed in enumerate(itertools.islice(feeds, done, None), start=done + 1):
+                with deferred_interrupt():  # a Ctrl-C inside the custom op's callback would abort
+                    calibrator.collect_data(_OneFeed(feed))
+                if progress_file and (i == len(feeds) or time.monotonic() - last_save >= save_every_s):
+                    _save_state(calibrator, progress_file, key, i)
+                    last_save = time.monotonic()
                 if progress:
-                    progress.update(i + 1)
+                    progress.update(i)
             if method == "entropy":
                 histograms = calibrator.collector.histogram_dict if calibrator.collector else {}
                 amax = {name: entropy_threshold(h[0], h[1], num_bins) for name, h in histograms.items()}
@@ -135,6 +158,61 @@ def collect_ranges(model: onnx.ModelProto, feeds: Sequence[dict], method: str = 
     if tensors is not None and not amax:
         raise PrecisionError("calibration observed none of the requested tensors")
     return amax
+
+
+# The statistics onnxruntime's calibrators accumulate batch by batch: MinMaxCalibrater's
+# `calibrate_tensors_range` (per tensor lowest, highest) and HistogramCalibrater's
+# `collector.histogram_dict` (per tensor hist, edges, min, max). Saved as plain arrays (no pickle).
+
+def _save_state(calibrator, path: str | Path, key: str, done: int) -> None:
+    arrays = {"key": np.array(key), "done": np.array(done)}
+    if hasattr(calibrator, "collector"):  # HistogramCalibrater
+        items = calibrator.collector.histogram_dict.items()
+        arrays["names"] = np.array([name for name, _ in items])
+        for i, (_, (hist, edges, low, high)) in enumerate(items):
+            arrays.update({f"hist{i}": hist, f"edges{i}": edges,
+                           f"min{i}": np.asarray(low), f"max{i}": np.asarray(high)})
+    else:
+        ranges = calibrator.calibrate_tensors_range
+        arrays["names"] = np.array(list(ranges.keys()))
+        for i, data in enumerate(ranges.values()):
+            arrays.update({f"min{i}": np.asarray(data.range_value[0]), f"max{i}": np.asarray(data.range_value[1])})
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def _restore_state(calibrator, path: str | Path, key: str) -> int:
+    """Load the statistics saved under `key` into a fresh calibrator; the number of feeds they cover."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, HistogramCollector, TensorsData
+
+    path = Path(path)
+    if not path.exists():
+        return 0
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            state = {name: saved[name] for name in saved.files}
+    except (OSError, ValueError, EOFError):
+        state = {}
+    if "key" not in state or str(state["key"]) != key:
+        print(f"not resuming from {path}: it records a calibration with other inputs; starting afresh", flush=True)
+        return 0
+    names = [str(n) for n in state["names"]]
+    if hasattr(calibrator, "collector"):
+        calibrator.collector = HistogramCollector(
+            method=calibrator.method, symmetric=calibrator.symmetric, num_bins=calibrator.num_bins,
+            num_quantized_bins=calibrator.num_quantized_bins, percentile=calibrator.percentile,
+            scenario=calibrator.scenario)
+        calibrator.collector.histogram_dict = {
+            name: (state[f"hist{i}"], state[f"edges{i}"], state[f"min{i}"][()], state[f"max{i}"][()])
+            for i, name in enumerate(names)}
+    else:
+        calibrator.calibrate_tensors_range = TensorsData(
+            CalibrationMethod.MinMax, {name: (state[f"min{i}"], state[f"max{i}"]) for i, name in enumerate(names)})
+    return int(state["done"])
 
 
 def entropy_threshold(hist: np.ndarray, edges: np.ndarray, num_bins: int = 2048,

@@ -26,9 +26,10 @@ import struct
 from pathlib import Path
 
 from maskrcnn_deploy.calibration.graph import PrecisionError
+from maskrcnn_deploy.runtime.files import write_text
 
 __all__ = ["ALGORITHMS", "DEFAULT_TRT_VERSION", "trt_version_number", "write_calibration_cache",
-           "read_calibration_cache"]
+           "calibration_cache_text", "read_calibration_cache"]
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.x, the TensorRT 10 release most implicit-INT8 users run
@@ -46,7 +47,13 @@ def trt_version_number(version: str) -> int:
 
 def write_calibration_cache(path: str | Path, scales: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
                             algorithm: str = "EntropyCalibration2") -> None:
-    """Write per-tensor int8 scales (tensor -> scale, amax / 127) as a TensorRT calibration cache."""
+    """Write per-tensor int8 scales (tensor -> scale, amax / 127) as a TensorRT calibration cache (atomically)."""
+    write_text(path, calibration_cache_text(scales, trt_version, algorithm))
+
+
+def calibration_cache_text(scales: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
+                           algorithm: str = "EntropyCalibration2") -> str:
+    """The text of a TensorRT calibration cache holding per-tensor int8 scales (tensor -> amax / 127)."""
     if algorithm not in ALGORITHMS:
         raise PrecisionError(f"unknown calibrator algorithm {algorithm!r}: use one of {', '.join(ALGORITHMS)}")
     lines = [f"TRT-{trt_version_number(trt_version)}-{algorithm}"]
@@ -56,7 +63,7 @@ def write_calibration_cache(path: str | Path, scales: dict[str, float], trt_vers
         if "\n" in name:
             raise PrecisionError(f"tensor name {name!r} cannot be written to a calibration cache")
         lines.append(f"{name}: {struct.pack('>f', scale).hex()}")
-    Path(path).write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def read_calibration_cache(path: str | Path) -> tuple[int, str, dict[str, float]]:

@@ -93,6 +93,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: MaskRCNNC
                "model": model.state_dict(), **extra}
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; give the checkpoint a new file's mode
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)

@@ -8,18 +8,23 @@
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json
     maskrcnn-deploy demo
 
-Errors the user can fix (bad input, missing files) print one line and exit with code 2.
+Exit codes (runtime/exit_codes.py): 0 success, 1 parity FAIL, 2 bad input (one line naming the problem
+and the fix), 3 backend unavailable on this machine (TensorRT, CUDA GPU, plugin), 4 internal error (a
+bug: traceback), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import collections
 import sys
 import time
+import traceback
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from maskrcnn_deploy.runtime.exit_codes import (EXIT_BACKEND_UNAVAILABLE, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR,
+                                                EXIT_INTERRUPTED, EXIT_OK, EXIT_PARITY_FAILURE,
+                                                BackendUnavailableError)
 
 
 class UsageError(Exception):
@@ -82,35 +87,44 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.model import load_checkpoint
     from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
-    from maskrcnn_deploy.runtime.inference import evaluate_model
+    from maskrcnn_deploy.runtime.files import write_json
+    from maskrcnn_deploy.runtime.inference import evaluate_model, evaluation_journal
 
     model, config, _ = load_checkpoint(args.checkpoint)
     dataset = CocoDetectionDataset(_split_json(args.data, "val"), args.images)
     if dataset.num_classes != config.num_classes:
         raise UsageError(f"{args.checkpoint} predicts {config.num_classes} classes (background included) "
                          f"but {args.data} has {dataset.num_classes}; evaluate on data with the same categories")
+    # each image's results are journaled as they come: a rerun after an interrupt (Ctrl-C) resumes
+    journal_path = Path(f"{args.out or args.checkpoint}.eval-progress.jsonl")
+    journal = evaluation_journal(journal_path, args.checkpoint, dataset, args.batch_size, args.max_images,
+                                 resume=not getattr(args, "no_resume", False))
     t0 = time.monotonic()
-    metrics = evaluate_model(model, dataset, batch_size=args.batch_size, max_images=args.max_images)
+    try:
+        metrics = evaluate_model(model, dataset, batch_size=args.batch_size, max_images=args.max_images,
+                                 journal=journal)
+    finally:
+        journal.close()
     metrics["eval_wall_s"] = round(time.monotonic() - t0, 1)
     print(f"bbox AP {metrics['bbox']['AP']:.4f}  AP50 {metrics['bbox']['AP50']:.4f} | "
           f"segm AP {metrics['segm']['AP']:.4f}  AP50 {metrics['segm']['AP50']:.4f} "
           f"({metrics['num_images']} images, {metrics['num_detections']} detections)")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(metrics, indent=2))
+        write_json(args.out, metrics)
         print(f"metrics: {args.out}")
+    journal.remove()
     return 0
 
 
 # ----------------------------------------------------------------------------- predict
 def cmd_predict(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.model import load_checkpoint
-    from maskrcnn_deploy.runtime.coco import ImageLoadError, list_images, load_image
-    from maskrcnn_deploy.runtime.inference import predict_images
+    """Draw the detections over each image as OUT/<image stem>.png. Every readable image is drawn;
+    each unreadable one is named with its reason, and then the count makes the exit code 2."""
+    from maskrcnn_deploy.runtime.coco import ImageLoadError, list_images, load_image, unreadable_summary
+    from maskrcnn_deploy.runtime.inference import predict_above
+    from maskrcnn_deploy.runtime.predictor import PredictorError, load
     from maskrcnn_deploy.runtime.visualize import draw_detections, save_png
 
-    model, config, extra = load_checkpoint(args.checkpoint)
-    class_names = extra.get("class_names") or ["__background__"] + [f"class{i}" for i in range(1, config.num_classes)]
     paths: list[Path] = []
     for item in args.images:
         p = Path(item)
@@ -124,56 +138,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
         paths = paths[:args.limit]
     if not paths:
         raise UsageError(f"no images found in {' '.join(args.images)} (png, jpg, jpeg, bmp)")
+    predictor = load(args.checkpoint)
+    class_names = predictor.class_names or \
+        ["__background__"] + [f"class{i}" for i in range(1, predictor.config.num_classes)]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     failed = []
-    for path in paths:
+    for path, name in zip(paths, _output_names(paths)):
         try:
             image = load_image(path)
+            det = predict_above(predictor, image, args.score_thresh)
         except ImageLoadError as err:
-            print(f"skipped: {err}", file=sys.stderr)
+            print(err, file=sys.stderr)
             failed.append(path)
             continue
-        det = predict_images(model, [image])[0]
-        keep = det["scores"] >= args.score_thresh
-        drawn = draw_detections(image, {k: v[keep] for k, v in det.items()}, class_names, score_thresh=args.score_thresh)
-        save_png(drawn, out / f"{path.stem}.png")
-        print(f"{path.name}: {int(keep.sum())} detections -> {out / (path.stem + '.png')}")
+        except PredictorError as err:
+            print(f"cannot use image {path}: {err}", file=sys.stderr)
+            failed.append(path)
+            continue
+        save_png(draw_detections(image, det, class_names, score_thresh=args.score_thresh), out / name)
+        print(f"{path.name}: {len(det['scores'])} detections -> {out / name}")
     if failed:
-        print(f"{len(failed)} of {len(paths)} images could not be read", file=sys.stderr)
+        print(unreadable_summary(failed, len(paths)), file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 
 
+def _output_names(paths: list[Path]) -> list[str]:
+    """PNG name per input: `a.png` for a.jpg; `a.jpg.png` when inputs share the stem (a.jpg, a.png);
+    `a.jpg-2.png`, ... when the same name comes from several folders."""
+    stems = collections.Counter(p.stem for p in paths)
+    names = [f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.name}.png" for p in paths]
+    seen: collections.Counter = collections.Counter()
+    unique = []
+    for name in names:
+        seen[name] += 1
+        unique.append(name if seen[name] == 1 else f"{name[:-len('.png')]}-{seen[name]}.png")
+    return unique
+
+
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Synthetic data -> train (or reuse) ResNet-18-FPN -> evaluate -> draw predictions -> export to
-    ONNX -> parity of ONNX Runtime against PyTorch."""
-    from maskrcnn_deploy.runtime import cli_deploy
+    """The whole toolchain on the embedded synthetic default (runtime/demo.py); exit 1 if a parity check fails."""
+    from maskrcnn_deploy.runtime.demo import DemoSettings, run_demo
 
-    out = Path(args.out)
-    data = out / "data"
-    if not (data / "val.json").exists():
-        cmd_data_synth(argparse.Namespace(out=str(data), train=args.train_images, val=args.val_images,
-                                          seed=0, size=256))
-    run = out / "model"
-    checkpoint = run / "model_final.pt"
-    if not checkpoint.exists():
-        cmd_train(build_parser().parse_args(
-            ["train", "--data", str(data), "--out", str(run), "--iterations", str(args.iterations),
-             "--time-limit", str(args.time_limit)]))
-    else:
-        print(f"reusing trained model {checkpoint}")
-    cmd_eval(argparse.Namespace(checkpoint=str(checkpoint), data=str(data / "val.json"), images=None,
-                                batch_size=2, max_images=None, out=str(out / "metrics.json")))
-    code = cmd_predict(argparse.Namespace(checkpoint=str(checkpoint), images=[str(data / "val")],
-                                          out=str(out / "predictions"), score_thresh=0.5, limit=8))
-    onnx_path = out / "model.onnx"
-    cli_deploy.cmd_export(build_parser().parse_args(["export", str(checkpoint), "-o", str(onnx_path)]))
-    parity = cli_deploy.cmd_check(build_parser().parse_args(
-        ["check", str(checkpoint), str(onnx_path), "--data", str(data / "val.json"), "--max-images", "20",
-         "--report", str(out / "parity.json"), "--histogram", str(out / "parity.png")]))
-    return code or parity
+    rows = run_demo(DemoSettings(out=Path(args.out), train_images=args.train_images, val_images=args.val_images,
+                                 iterations=args.iterations, time_limit_s=args.time_limit,
+                                 calibration_images=args.calibration_images, check_images=args.check_images,
+                                 threads=args.threads))
+    return EXIT_PARITY_FAILURE if any(r.parity == "FAIL" for r in rows) else EXIT_OK
 
 
 # ----------------------------------------------------------------------------- parser
@@ -220,11 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=2)
     ev.add_argument("--max-images", type=int, default=None)
     ev.add_argument("--out", default=None, help="write metrics as JSON here")
+    ev.add_argument("--no-resume", action="store_true",
+                    help="start afresh, ignoring the progress an interrupted run left in <out>.eval-progress.jsonl "
+                         "(or <checkpoint>.eval-progress.jsonl without --out)")
     ev.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="draw predicted masks over images (PNG)")
-    pr.add_argument("checkpoint")
-    pr.add_argument("images", nargs="+", help="image files or folders")
+    pr.add_argument("checkpoint", help="checkpoint (.pt), ONNX deploy graph (.onnx) or TensorRT engine")
+    pr.add_argument("images", nargs="+", help="image files or folders (png, jpg, jpeg, bmp; any mode: made RGB)")
     pr.add_argument("--out", required=True)
     pr.add_argument("--score-thresh", type=float, default=0.5)
     pr.add_argument("--limit", type=int, default=None, help="at most this many images")
@@ -235,34 +250,60 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-images", type=int, default=1000)
     demo.add_argument("--val-images", type=int, default=100)
     demo.add_argument("--iterations", type=int, default=3000, help="as bench/train_synthetic.py")
-    demo.add_argument("--time-limit", type=float, default=885.0, help="training budget, s (lr steps follow it)")
+    demo.add_argument("--time-limit", type=float, default=660.0,
+                      help="training budget, s (lr steps follow it); the whole demo fits in 20 min on 2 cores")
+    demo.add_argument("--calibration-images", type=int, default=32, help="for the FP16 ranges and INT8 scales")
+    demo.add_argument("--check-images", type=int, default=None, help="val images per check (default: all)")
+    demo.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     demo.set_defaults(func=cmd_demo)
 
     from maskrcnn_deploy.runtime import cli_deploy
     cli_deploy.add_commands(sub)
+    from maskrcnn_deploy.runtime import cli_bench
+    cli_bench.add_commands(sub)  # bench (speed side by side)
     from maskrcnn_deploy.calibration import cli as cli_precision
     cli_precision.add_commands(sub)
     return parser
 
 
+def _error(err: BaseException) -> None:
+    print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
+
+
+def _internal_error() -> int:
+    """A bug: show the traceback, and exit 4 so that a crash never reads as a parity failure (1)."""
+    traceback.print_exc()
+    print("maskrcnn-deploy: internal error (a bug, not your input): please report it with the traceback above",
+          file=sys.stderr)
+    return EXIT_INTERNAL_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exceptions become the exit codes of runtime/exit_codes.py (argparse itself
+    exits 2, EXIT_BAD_INPUT, on bad options). Commands return 0, or 1 for a failed parity check."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, FileNotFoundError) as err:
-        print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ValueError as err:  # CheckpointError, ImageLoadError, class-count mismatches
-        print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except RuntimeError as err:  # ours (ExportError, OnnxRuntimeError, NativeLibraryError) name the fix
-        if not type(err).__module__.startswith("maskrcnn_deploy"):
-            raise
-        print(f"maskrcnn-deploy: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted; completed checkpoints and outputs are kept", file=sys.stderr)
-        return 130
+        print("interrupted; completed checkpoints and outputs are kept: run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BackendUnavailableError as err:  # TensorRT missing or too old, no CUDA GPU, plugin not built here
+        _error(err)
+        return EXIT_BACKEND_UNAVAILABLE
+    except (UsageError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        _error(err)
+        return EXIT_BAD_INPUT
+    except ValueError as err:  # CheckpointError, ImageLoadError, PredictorError, class-count mismatches
+        _error(err)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:  # ours (ExportError, OnnxRuntimeError, TensorRTError, ...) name the fix
+        if not type(err).__module__.startswith("maskrcnn_deploy"):
+            return _internal_error()
+        _error(err)
+        return EXIT_BAD_INPUT
+    except Exception:
+        return _internal_error()
 
 
 if __name__ == "__main__":

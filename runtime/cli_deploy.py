@@ -3,13 +3,17 @@
     maskrcnn-deploy export runs/r18/model_final.pt -o out/model.onnx [--input-size 800x1344] [--dynamic]
                                                    [--roi-align custom|standard]
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json [--report r.json]
+                                                   [--html r.html]
     maskrcnn-deploy build out/model.onnx -o out/model.engine        (runtime/cli_tensorrt.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+
+from maskrcnn_deploy.runtime.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILURE
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -32,34 +36,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from maskrcnn_deploy.runtime import parity
-    from maskrcnn_deploy.runtime.coco import images_and_annotations
-    from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
-    from maskrcnn_deploy.runtime.predictor import load
-    from maskrcnn_deploy.runtime.progress import Progress
+    from maskrcnn_deploy.runtime.check import run_check
+    from maskrcnn_deploy.runtime.coco import unreadable_summary
+    from maskrcnn_deploy.runtime.report_html import write_check_html
 
     overrides = {}
     for item in args.set:
         name, _, value = item.partition("=")
-        overrides[name] = float(value)
+        try:
+            overrides[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: give NAME=NUMBER, e.g. --set max_box_error_px=0.1") from None
     tolerances = parity.tolerances_from(args.tolerance, **overrides)
-    images, coco, ids = images_and_annotations(args.data, args.max_images)
-    sides = {}
-    for role, path in (("reference", args.reference), ("artifact", args.artifact)):
-        predictor = load(path, threads=args.threads)
-        progress = Progress(len(images), f"{role} ({predictor.backend})", interval=5.0)
-        dets = []
-        for i, image in enumerate(images):
-            dets.extend(predictor.predict([image]))
-            progress.update(i + 1)
-        ap = None
-        if coco is not None:
-            cat_ids = predictor.category_ids or list(range(predictor.config.num_classes))
-            results = [r for image_id, d in zip(ids, dets) for r in detections_to_coco_results(image_id, d, cat_ids)]
-            ap = evaluate_coco(coco, results, image_ids=ids)
-        sides[role] = (dets, ap)
-    report = parity.check_parity(sides["reference"][0], sides["artifact"][0], tolerances,
-                                 ref_ap=sides["reference"][1], test_ap=sides["artifact"][1])
+    run = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads)
+    report = run.report
     for line in report.summary_lines():
         print(line)
     if args.report:
@@ -68,8 +61,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.histogram:
         parity.save_error_histograms(report, args.histogram)
         print(f"histograms: {args.histogram}")
+    html = args.html
+    if html is None and args.report:
+        html = Path(args.report).with_suffix(".html")
+        html = html if html != Path(args.report) else Path(args.report + ".html")  # never over the JSON
+    if html:
+        print(f"html report: {write_check_html(run, html)}")
     print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
-    return 0 if report.passed else 1
+    if run.unreadable:  # the verdict covers only the readable images: the input must be fixed first
+        print(unreadable_summary(list(run.unreadable), len(run.unreadable) + len(run.image_paths)), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK if report.passed else EXIT_PARITY_FAILURE
 
 
 def add_commands(sub) -> None:
@@ -99,6 +101,9 @@ def add_commands(sub) -> None:
     ch.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     ch.add_argument("--report", default=None, help="write the JSON report here")
     ch.add_argument("--histogram", default=None, help="write error histograms (PNG) here")
+    ch.add_argument("--html", default=None,
+                    help="write an HTML report here (assets in <name>_files/ beside it); default with "
+                         "--report X.json: X.html")
     ch.set_defaults(func=cmd_check)
 
     from maskrcnn_deploy.runtime import cli_tensorrt

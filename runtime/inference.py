@@ -1,4 +1,4 @@
-"""PyTorch inference over images and datasets: detections with binary masks, COCO evaluation.
+"""Inference over images and datasets: detections with binary masks, resumable COCO evaluation.
 
 A detection dict (numpy, original image coordinates) is what every backend returns:
     boxes  [D,4] float32 xyxy pixels     scores [D] float32
@@ -7,11 +7,15 @@ A detection dict (numpy, original image coordinates) is what every backend retur
 
 from __future__ import annotations
 
+import math
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from maskrcnn_deploy.runtime.files import Journal, file_digest, inputs_key
 from maskrcnn_deploy.runtime.progress import Progress
 
 
@@ -36,28 +40,79 @@ def predict_images(model: torch.nn.Module, images: Sequence[torch.Tensor], mask_
     return results
 
 
+def predict_above(predictor, image: torch.Tensor, score_thresh: float, mask_threshold: float = 0.5) -> dict:
+    """Detections of one float [3,H,W] image scoring >= score_thresh, from any `runtime.predictor` backend.
+
+    Only the kept detections' masks are pasted at full size, so memory grows with kept x H x W rather
+    than candidates x H x W: the 100 candidates of a 6000x4000 photo take 10 GB as float32 masks.
+    PredictorError for an image the model cannot take (so thin that resizing leaves 0 pixels).
+    """
+    from maskrcnn_deploy.runtime.predictor import PredictorError, postprocess, preprocess_images
+
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    config = predictor.config
+    scale = min(config.test_min_size / min(height, width), config.max_size / max(height, width))
+    if math.floor(height * scale) < 1 or math.floor(width * scale) < 1:
+        raise PredictorError(f"a {width}x{height} image is too thin: resized for the model (short side "
+                             f"{config.test_min_size}, long side <= {config.max_size}) it has no pixel rows left")
+    batch, sizes = preprocess_images([image], config, predictor.input_size)
+    if predictor.fixed_batch and predictor.fixed_batch > 1:  # a static batch: fill it with copies
+        batch = batch.expand(predictor.fixed_batch, -1, -1, -1).contiguous()
+        sizes = sizes.expand(predictor.fixed_batch, -1).contiguous()
+    raw = predictor.run_raw(batch, sizes)
+    n = int(raw["num_detections"][0])
+    keep = np.flatnonzero(raw["scores"][0][:n] >= score_thresh)
+    kept = {name: raw[name][:1, keep] for name in ("boxes", "scores", "labels", "masks")}
+    kept["num_detections"] = np.array([len(keep)])
+    return postprocess(kept, sizes[:1], [(height, width)], mask_threshold)[0]
+
+
+def evaluation_journal(path: str | Path, checkpoint: str | Path, dataset, batch_size: int, max_images: int | None,
+                       mask_threshold: float = 0.5, resume: bool = True) -> Journal:
+    """The journal `evaluate_model` records each image's COCO results in, keyed by the checkpoint's
+    bytes, the annotations' bytes, every image file (name, size, modification time) and the settings:
+    a rerun of the same evaluation resumes from it, any other starts afresh."""
+    images = [dataset.image_path(i) for i in range(len(dataset))]
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else (p.name, None) for p in images]
+    key = inputs_key("eval", file_digest(checkpoint), file_digest(dataset.ann_file), stats, batch_size,
+                     max_images, mask_threshold)
+    return Journal(path, key, "eval: COCO results per image", resume=resume)
+
+
 def evaluate_model(model: torch.nn.Module, dataset, batch_size: int = 2, mask_threshold: float = 0.5,
-                   max_images: int | None = None, show_progress: bool = True) -> dict:
+                   max_images: int | None = None, show_progress: bool = True, journal: Journal | None = None) -> dict:
     """COCO bbox and segm AP of `model` on a `CocoDetectionDataset` (pycocotools).
 
     Returns `{"bbox": {"AP": ..., ...}, "segm": {...}, "num_images": n, "num_detections": d}`.
+    journal: each image's COCO results are recorded there as its batch finishes, and batches whose
+    images it already holds are skipped; batches are the same as an uninterrupted run's, so a
+    resumed evaluation gives exactly the same metrics. The caller removes it after using the result.
     """
     from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
 
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
-    progress = Progress(n, "eval", interval=5.0) if show_progress else None
-    results, image_ids, num_dets = [], [], 0
+    image_ids = [int(dataset.image_ids[i]) for i in range(n)]
+    results_of = journal.entries if journal is not None else {}  # str(image id) -> COCO results
+    done = sum(str(i) in results_of for i in image_ids)
+    if done:
+        print(f"resuming: {done} of {n} images already evaluated ({journal.path})", file=sys.stderr)
+    progress = Progress(n, "eval", interval=5.0, start=done) if show_progress else None
     for start in range(0, n, batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, n))]
+        batch_ids = image_ids[start:start + batch_size]
+        if all(str(i) in results_of for i in batch_ids):
+            continue
+        items = [dataset[i] for i in range(start, start + len(batch_ids))]
         dets = predict_images(model, [img for img, _ in items], mask_threshold, batch_size)
-        for (_, target), det in zip(items, dets):
-            image_id = int(target["image_id"])
-            image_ids.append(image_id)
-            num_dets += len(det["scores"])
-            results.extend(detections_to_coco_results(image_id, det, dataset.category_ids))
+        for image_id, det in zip(batch_ids, dets):
+            results = detections_to_coco_results(image_id, det, dataset.category_ids)
+            if journal is not None:
+                journal.record(image_id, results)
+            else:
+                results_of[str(image_id)] = results
         if progress:
-            progress.update(min(start + batch_size, n))
+            progress.update(start + len(batch_ids))
+    results = [r for i in image_ids for r in results_of[str(i)]]
     metrics = evaluate_coco(dataset.coco, results, image_ids=image_ids)
     metrics["num_images"] = n
-    metrics["num_detections"] = num_dets
+    metrics["num_detections"] = len(results)
     return metrics

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from maskrcnn_deploy.runtime.exit_codes import BackendUnavailableError
+from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
+
 __all__ = ["OnnxRuntimeError", "load_session", "run_session", "custom_op_library_path", "providers"]
 
 DOMAIN, OP_TYPE = "maskrcnn_deploy", "MultiLevelRoIAlign"
@@ -30,6 +33,10 @@ DOMAIN, OP_TYPE = "maskrcnn_deploy", "MultiLevelRoIAlign"
 
 class OnnxRuntimeError(RuntimeError):
     """The ONNX file cannot be loaded or run by ONNX Runtime."""
+
+
+class OnnxRuntimeExtensionsMissing(OnnxRuntimeError, BackendUnavailableError):
+    """onnxruntime-extensions, which hosts our custom RoIAlign op in ONNX Runtime, is not installed (exit 3)."""
 
 
 def _scales_to_text(scales) -> str:
@@ -85,7 +92,7 @@ def custom_op_library_path() -> str:
     try:
         from onnxruntime_extensions import get_library_path
     except ImportError:
-        raise OnnxRuntimeError("this graph has the custom MultiLevelRoIAlign node, which needs "
+        raise OnnxRuntimeExtensionsMissing("this graph has the custom MultiLevelRoIAlign node, which needs "
                                "onnxruntime-extensions: pip install onnxruntime-extensions") from None
     _register_pyop()
     return get_library_path()
@@ -139,6 +146,7 @@ def load_session(path: str | Path, threads: int | None = None):
 def run_session(session, images: np.ndarray, image_sizes: np.ndarray) -> dict[str, np.ndarray]:
     """images [B,3,H,W] float32, image_sizes [B,2] float32 -> {output name: array}."""
     names = [o.name for o in session.get_outputs()]
-    outputs = session.run(names, {"images": images.astype(np.float32, copy=False),
-                                  "image_sizes": image_sizes.astype(np.float32, copy=False)})
+    with deferred_interrupt():  # a Ctrl-C inside our op's Python callback would abort the process
+        outputs = session.run(names, {"images": images.astype(np.float32, copy=False),
+                                      "image_sizes": image_sizes.astype(np.float32, copy=False)})
     return dict(zip(names, outputs))

@@ -14,9 +14,6 @@ label, greedily by descending reference score, each to the unused test detection
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,12 +22,21 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pycocotools import mask as mask_utils
 
+from maskrcnn_deploy.runtime.files import atomic_write, write_json
+from maskrcnn_deploy.runtime.tensorrt_meta import package_version  # pure Python: no TensorRT needed
+
 __all__ = ["Tolerances", "TOLERANCE_PRESETS", "tolerances_from", "MatchResult", "box_iou", "match_detections",
            "RawComparison", "compare_raw", "ParityReport", "check_parity", "write_report_json",
-           "save_error_histograms"]
+           "save_error_histograms", "REPORT_SCHEMA", "REPORT_SCHEMA_FILE"]
 
 AP_TYPES = ("bbox", "segm")
 HIST_BINS = 20
+
+# The JSON report's name and version, written into every report. CI jobs read reports by these fields, so
+# adding, removing, renaming or retyping a field means version + 1 and a new schema file (tests/test_ci_gate.py
+# holds the frozen key list of each version).
+REPORT_SCHEMA = {"name": "maskrcnn-deploy.parity-report", "version": 1}
+REPORT_SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "parity_report.v1.schema.json"  # JSON Schema
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,10 @@ class Tolerances:
 
 
 # fp32: the same math in another runtime; differences are float rounding (~1e-5), so every detection
-#   must match, boxes within 0.05 px, masks IoU >= 0.99, AP within 0.1 point.
+#   must match, boxes within 0.05 px, AP within 0.1 point. Masks: rounding still flips a pixel whose
+#   probability lies within ~1e-5 of the 0.5 threshold, and one pixel of a 74-pixel mask is IoU 0.986
+#   (seen on 1 of 1980 pairs of the trained synthetic model, demo): mask IoU >= 0.98, i.e. one pixel on
+#   a 50-pixel mask.
 # fp16: 10-bit mantissa: coordinates in 1024-2048 px are spaced 1 px, deltas/logits carry ~1e-3 relative
 #   error, and detections near the score threshold or NMS IoU can flip: 98% matched, 2 px, AP within 0.5
 #   point, the worst 1% of pairs ignored.
@@ -60,7 +69,7 @@ class Tolerances:
 #   INT8 graphs: box IoU p5 0.69-0.74, mask IoU p5 0.60-0.69, box error p95 9.8-12.1 px on 256-px images,
 #   matched 93.5-95.3%, |AP delta| <= 0.9 points) with margin: box IoU 0.6, mask IoU 0.5, 16 px.
 TOLERANCE_PRESETS: dict[str, Tolerances] = {
-    "fp32": Tolerances(name="fp32"),
+    "fp32": Tolerances(name="fp32", min_mask_iou=0.98),
     "fp16": Tolerances(name="fp16", min_match_fraction=0.98, min_box_iou=0.95, max_box_error_px=2.0,
                        min_mask_iou=0.90, max_score_delta=0.02, max_ap_delta=0.005, outlier_percentile=1.0),
     "int8": Tolerances(name="int8", min_match_fraction=0.90, min_box_iou=0.60, max_box_error_px=16.0,
@@ -248,7 +257,8 @@ class ParityReport:
     ap_delta: dict | None = None                 # {iou type: {stat: test - ref}}
 
     def to_dict(self, worst_images: int = 20) -> dict:
-        """JSON-ready: summaries, 20-bin histograms and the images with most unmatched detections."""
+        """JSON-ready: summaries, 20-bin histograms and the images with most unmatched detections; the layout
+        is REPORT_SCHEMA, described field by field in REPORT_SCHEMA_FILE."""
         unmatched = self.per_image[:, 0] + self.per_image[:, 1] - 2 * self.per_image[:, 2]
         worst = [i for i in np.argsort(-unmatched, kind="stable")[:worst_images] if unmatched[i] > 0]
         hists = {}
@@ -256,6 +266,7 @@ class ParityReport:
             counts, edges = _histogram(getattr(self, name), kind)
             hists[name] = {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
         return {
+            "schema": dict(REPORT_SCHEMA), "package_version": package_version(),
             "passed": bool(self.passed), "failures": list(self.failures), "tolerances": asdict(self.tolerances),
             "images": int(self.num_images),
             "detections": {"reference": int(self.ref_detections), "test": int(self.test_detections),
@@ -384,24 +395,9 @@ def check_parity(ref_dets: Sequence[Mapping], test_dets: Sequence[Mapping], tole
 
 # ---------------------------------------------------------------------------------------------- output
 
-def _atomic_write(path: str | Path, write) -> Path:
-    """Call write(temporary path) in path's folder, then os.replace it onto path (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_report_json(report: ParityReport, path: str | Path) -> Path:
-    """Write `report.to_dict()` as indented JSON, atomically."""
-    return _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(report.to_dict(), indent=2) + "\n"))
+    """Write `report.to_dict()` as indented JSON, atomically (layout: REPORT_SCHEMA_FILE)."""
+    return write_json(path, report.to_dict())
 
 
 def _draw_histogram(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], values: np.ndarray, kind: str,
@@ -440,4 +436,4 @@ def save_error_histograms(report: ParityReport, path_png: str | Path, size: tupl
     _draw_histogram(draw, (0, 0, w // 2, h), report.mask_iou, "iou", "mask IoU", "mask IoU (full size)", font)
     _draw_histogram(draw, (w // 2, 0, w, h), report.box_error_px, "error", "box error",
                     "max |coordinate error| (px)", font)
-    return _atomic_write(path_png, lambda tmp: image.save(tmp, format="PNG"))
+    return atomic_write(path_png, lambda tmp: image.save(tmp, format="PNG"))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -29,9 +30,17 @@ from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.transform import paste_masks_in_image, resize_boxes, resize_image_and_target
 
 __all__ = ["Predictor", "TorchPredictor", "OnnxPredictor", "load", "preprocess_images", "PredictorError",
-           "METADATA_KEY"]
+           "METADATA_KEY", "STAGES"]
 
 from maskrcnn_deploy.export.onnx_export import METADATA_KEY  # noqa: E402  (config + class names in the ONNX file)
+
+# the parts of one predict call that `predict(..., timings=)` times (runtime/bench.py reports them)
+STAGES = ("preprocess", "inference", "postprocess")
+
+
+# Full-size float masks are pasted in chunks of at most this many bytes: 100 detections on a 24-MP image
+# would need 10 GB at once.
+PASTE_BUDGET_BYTES = 256 * 2**20
 
 
 class PredictorError(ValueError):
@@ -56,6 +65,12 @@ def _as_tensor(image) -> torch.Tensor:
 def preprocess_images(images: Sequence[torch.Tensor], config: MaskRCNNConfig, input_size: tuple[int, int] | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """[3,H,W] 0-1 images -> batch [B,3,Hp,Wp] (mean-padded) and resized sizes [B,2] float (h, w)."""
+    for image in images:  # torchvision's resize rounds a side down to 0 px for very thin images
+        h, w = image.shape[-2:]
+        scale = min(config.test_min_size / min(h, w), config.max_size / max(h, w))
+        if math.floor(h * scale) < 1 or math.floor(w * scale) < 1:
+            raise PredictorError(f"a {w}x{h} image is too thin for this model: resizing it to at most "
+                                 f"{config.max_size} px on the long side leaves less than 1 px on the short side")
     resized = [resize_image_and_target(image, config.test_min_size, config.max_size)[0] for image in images]
     if input_size is None:
         d = config.size_divisible
@@ -82,8 +97,12 @@ def postprocess(raw: dict[str, np.ndarray], sizes: torch.Tensor, original_sizes:
                "masks": raw["masks"][i], "num_detections": n}
         size = (int(sizes[i, 0]), int(sizes[i, 1]))
         boxes = resize_boxes(torch.from_numpy(row["boxes"][:n].astype(np.float32)), size, orig)
-        probs = paste_masks_in_image(torch.from_numpy(row["masks"][:n].astype(np.float32))[:, None], boxes, orig)
-        masks = (probs[:, 0] >= mask_threshold).numpy()
+        small = torch.from_numpy(row["masks"][:n].astype(np.float32))[:, None]
+        masks = np.zeros((n, *orig), dtype=bool)
+        step = max(1, PASTE_BUDGET_BYTES // (4 * orig[0] * orig[1]))  # float masks pasted at a time
+        for start in range(0, n, step):
+            probs = paste_masks_in_image(small[start:start + step], boxes[start:start + step], orig)
+            masks[start:start + step] = (probs[:, 0] >= mask_threshold).numpy()
         rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
         results.append({"boxes": boxes.numpy(), "scores": row["scores"][:n].astype(np.float32),
                         "labels": row["labels"][:n], "masks": masks, "rles": rles, "raw": row})
@@ -103,11 +122,19 @@ class Predictor:
     def run_raw(self, batch: torch.Tensor, sizes: torch.Tensor) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def predict(self, images: Sequence, batch_size: int = 1, mask_threshold: float = 0.5) -> list[dict]:
-        """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors)."""
+    def predict(self, images: Sequence, batch_size: int = 1, mask_threshold: float = 0.5,
+                timings: dict[str, float] | None = None) -> list[dict]:
+        """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors).
+
+        timings: when given, the wall seconds of each of STAGES are added to it (missing keys start at 0):
+        preprocess (image to tensor, which decodes paths, resize, padding, static-batch padding),
+        inference (`run_raw`: the graph, host-device copies included; TensorRT synchronizes its
+        stream there) and postprocess (boxes to original pixels, mask pasting, thresholding, RLE).
+        """
         step = self.fixed_batch or batch_size
         results = []
         for start in range(0, len(images), step):
+            t0 = time.perf_counter()
             chunk = [_as_tensor(im) for im in images[start:start + step]]
             originals = [(int(c.shape[-2]), int(c.shape[-1])) for c in chunk]
             batch, sizes = preprocess_images(chunk, self.config, self.input_size)
@@ -115,8 +142,13 @@ class Predictor:
                 extra = self.fixed_batch - len(chunk)
                 batch = torch.cat([batch, batch[-1:].expand(extra, -1, -1, -1)])
                 sizes = torch.cat([sizes, sizes[-1:].expand(extra, -1)])
+            t1 = time.perf_counter()
             raw = self.run_raw(batch, sizes)
+            t2 = time.perf_counter()
             results.extend(postprocess(raw, sizes, originals, mask_threshold))
+            if timings is not None:
+                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+                    timings[stage] = timings.get(stage, 0.0) + seconds
         return results
 
 

@@ -22,8 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, TensorRTError, package_version, require_cuda,
-                                                   require_tensorrt, sha256_file, trt_major, write_metadata)
+from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, TensorRTError, TensorRTUnavailableError,
+                                                   package_version, require_cuda, require_tensorrt, sha256_file,
+                                                   trt_major, write_metadata)
 from maskrcnn_deploy.runtime.tensorrt_plan import (CUSTOM_OP, BuildOptions, BuildPlan, inspect_graph,
                                                    onnx_node_of_layer, plan_build, resolve_profile)
 
@@ -54,7 +55,10 @@ def resolve_plugin(plugin: str | Path | None, needed: bool) -> Path | None:
             raise TensorRTError("the graph has the custom MultiLevelRoIAlign node, which needs the TensorRT plugin "
                                 "library, and maskrcnn_deploy.plugins.tensorrt_build (which knows its default path) "
                                 "is not available: pass --plugin PATH") from None
-        plugin = default_plugin_library()
+        default = Path(default_plugin_library())
+        if not default.is_file():  # not built on this machine: part of the backend is missing (exit 3)
+            raise TensorRTUnavailableError(f"TensorRT plugin library not found: {default}; {_PLUGIN_BUILD_HINT}")
+        plugin = default
     path = Path(plugin)
     if not path.is_file():
         raise TensorRTError(f"TensorRT plugin library not found: {path}; {_PLUGIN_BUILD_HINT}")

@@ -20,17 +20,19 @@ Everything here is pure Python (no TensorRT, no GPU), so every refusal can be te
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["TensorRTError", "EngineMetadata", "RuntimeEnvironment", "SCHEMA", "metadata_path", "sha256_file",
-           "write_metadata", "read_metadata", "verify_engine_file", "check_compatibility", "check_plugin",
-           "is_real_tensorrt", "require_tensorrt", "require_cuda", "trt_major", "package_version",
-           "rebuild_hint", "NOT_INSTALLED"]
+from maskrcnn_deploy.runtime.exit_codes import BackendUnavailableError
+from maskrcnn_deploy.runtime.files import file_digest, write_json
+
+__all__ = ["TensorRTError", "TensorRTUnavailableError", "EngineMetadata", "RuntimeEnvironment", "SCHEMA",
+           "metadata_path", "sha256_file", "write_metadata", "read_metadata", "verify_engine_file",
+           "check_compatibility", "check_plugin", "is_real_tensorrt", "require_tensorrt", "require_cuda", "trt_major",
+           "package_version", "rebuild_hint", "NOT_INSTALLED"]
 
 SCHEMA = "maskrcnn_deploy.engine/1"
 NOT_INSTALLED = ("TensorRT is not installed (pip install tensorrt, or NVIDIA's TensorRT packages, on a machine with "
@@ -39,6 +41,11 @@ NOT_INSTALLED = ("TensorRT is not installed (pip install tensorrt, or NVIDIA's T
 
 class TensorRTError(RuntimeError):
     """A TensorRT build or run that cannot go ahead; the message is one line naming the problem and the fix."""
+
+
+class TensorRTUnavailableError(TensorRTError, BackendUnavailableError):
+    """This machine cannot run TensorRT at all: TensorRT missing or too old, no CUDA GPU, or the plugin
+    library an engine needs not built here (`maskrcnn-deploy` exits 3, runtime/exit_codes.py)."""
 
 
 @dataclass
@@ -81,13 +88,7 @@ def metadata_path(engine_path: str | Path) -> Path:
     return engine_path.with_name(engine_path.name + ".json")
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = file_digest  # hex SHA-256 of a file's bytes
 
 
 def rebuild_hint(meta: EngineMetadata | None = None) -> str:
@@ -98,9 +99,7 @@ def rebuild_hint(meta: EngineMetadata | None = None) -> str:
 
 def write_metadata(engine_path: str | Path, meta: EngineMetadata) -> Path:
     """Write `<engine>.json`; returns its path."""
-    path = metadata_path(engine_path)
-    path.write_text(json.dumps(dataclasses.asdict(meta), indent=1) + "\n")
-    return path
+    return write_json(metadata_path(engine_path), dataclasses.asdict(meta), indent=1)
 
 
 def read_metadata(engine_path: str | Path) -> EngineMetadata:
@@ -162,9 +161,9 @@ def check_plugin(meta: EngineMetadata, plugin: str | Path | None) -> None:
     if meta.plugin_sha256 is None:
         return  # the graph has no custom node: no plugin needed
     if plugin is None or not Path(plugin).is_file():
-        raise TensorRTError(f"the engine needs the TensorRT plugin library it was built with "
-                            f"({meta.plugin_library}), which is not there: build the plugin (docs/tensorrt.md) "
-                            f"and {rebuild_hint(meta)}")
+        raise TensorRTUnavailableError(f"the engine needs the TensorRT plugin library it was built with "
+                                       f"({meta.plugin_library}), which is not there: build the plugin "
+                                       f"(docs/tensorrt.md) and {rebuild_hint(meta)}")
     found = sha256_file(plugin)
     if found != meta.plugin_sha256:
         raise TensorRTError(f"plugin library {plugin} differs from the one the engine was built with (SHA-256 "
@@ -178,13 +177,13 @@ def is_real_tensorrt(module: ModuleType | None) -> bool:
 
 
 def require_tensorrt(module: ModuleType | None) -> None:
-    """One-line TensorRTError unless `module` is a real TensorRT 10 or later."""
+    """One-line TensorRTUnavailableError unless `module` is a real TensorRT 10 or later."""
     if not is_real_tensorrt(module):
-        raise TensorRTError(NOT_INSTALLED)
+        raise TensorRTUnavailableError(NOT_INSTALLED)
     version = str(getattr(module, "__version__", "0"))
     if trt_major(version) < 10:
-        raise TensorRTError(f"TensorRT {version} is too old: this toolchain uses the TensorRT 10/11 APIs "
-                            "(pip install 'tensorrt>=10')")
+        raise TensorRTUnavailableError(f"TensorRT {version} is too old: this toolchain uses the TensorRT 10/11 "
+                                       "APIs (pip install 'tensorrt>=10')")
 
 
 def require_cuda() -> tuple[str, str]:
@@ -192,8 +191,8 @@ def require_cuda() -> tuple[str, str]:
     import torch
 
     if not torch.cuda.is_available():
-        raise TensorRTError("no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT needs an NVIDIA "
-                            "GPU with a working driver; run this on a GPU machine")
+        raise TensorRTUnavailableError("no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT needs "
+                                       "an NVIDIA GPU with a working driver; run this on a GPU machine")
     device = torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(device)
     return torch.cuda.get_device_name(device), f"{major}.{minor}"

@@ -422,8 +422,13 @@ def test_cli_default_plugin_missing(tmp_path, capsys):
             pytest.skip("the default plugin library is built here")
     except ImportError:
         pass
-    assert main(["build", str(_graph(tmp_path / "model.onnx")), "-o", str(tmp_path / "m.engine")]) == 2
+    # not built here: the backend is incomplete (3); an explicit --plugin that does not exist is bad input (2)
+    assert main(["build", str(_graph(tmp_path / "model.onnx")), "-o", str(tmp_path / "m.engine")]) == 3
     assert "--plugin PATH" in _one_line_error(capsys)
+    missing = tmp_path / "missing.so"
+    assert main(["build", str(_graph(tmp_path / "model.onnx", custom=True)), "-o", str(tmp_path / "m.engine"),
+                 "--plugin", str(missing)]) == 2
+    assert str(missing) in _one_line_error(capsys)
 
 
 def test_cli_bad_shapes(tmp_path, capsys):
@@ -440,7 +445,7 @@ def test_cli_without_tensorrt(tmp_path, capsys):
     plugin.write_bytes(b"\x7fELF")
     for extra in ([], ["--plugin", str(plugin)]):  # a graph without / with the custom node
         onnx_path = _graph(tmp_path / "model.onnx", custom=bool(extra))
-        assert main(["build", str(onnx_path), "-o", str(tmp_path / "m.engine"), *extra]) == 2
+        assert main(["build", str(onnx_path), "-o", str(tmp_path / "m.engine"), *extra]) == 3  # backend missing
         assert _one_line_error(capsys).endswith(NOT_INSTALLED)
     assert not (tmp_path / "m.engine").exists()
 

@@ -1,0 +1,83 @@
+"""The `maskrcnn-deploy bench` subcommand (a thin layer over runtime/bench.py):
+
+    maskrcnn-deploy bench runs/r18/model_final.pt out/r18.onnx out/r18.engine --data data/synth/val.json \\
+        [--max-images 20] [--warmup 3] [--iterations 5] [--threads 2] [--batch-size 1] [--out out/bench]
+
+Prints one row per artifact (p50/p90/p99 ms per call, images/s, median stage times, speed-up vs the
+first artifact); --json / --plot (or --out DIR for DIR/bench.json and DIR/bench.png) write them.
+Bad input (missing artifact, unknown suffix, no images): one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from maskrcnn_deploy.runtime.cli import UsageError
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from maskrcnn_deploy.runtime import bench
+    from maskrcnn_deploy.runtime.coco import images_and_annotations, load_image
+    from maskrcnn_deploy.runtime.predictor import load
+
+    for name in ("max_images", "iterations", "batch_size", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.warmup < 0:
+        raise UsageError(f"--warmup must be 0 or more, got {args.warmup}")
+    for path in args.artifacts:
+        if not Path(path).is_file():
+            raise UsageError(f"no such artifact: {path} (give .pt/.pth checkpoints, .onnx graphs or "
+                             ".engine/.plan TensorRT engines)")
+    json_path, plot_path = args.json, args.plot
+    if args.out:
+        json_path = json_path or str(Path(args.out) / "bench.json")
+        plot_path = plot_path or str(Path(args.out) / "bench.png")
+    paths, _, _ = images_and_annotations(args.data, args.max_images)
+    settings = bench.BenchSettings(warmup=args.warmup, iterations=args.iterations, batch_size=args.batch_size,
+                                   threads=args.threads, data=args.data)
+    threads_before = torch.get_num_threads()
+    if args.threads:  # the checkpoints, and our RoIAlign op inside ONNX Runtime, run on torch's threads
+        torch.set_num_threads(args.threads)
+    try:
+        predictors = [load(path, threads=args.threads) for path in args.artifacts]
+        for path, predictor in zip(args.artifacts, predictors):
+            if predictor.fixed_batch and predictor.fixed_batch != args.batch_size:
+                print(f"note: {path} has a static batch of {predictor.fixed_batch}: a call of {args.batch_size} "
+                      f"images runs it {'padded with copies' if predictor.fixed_batch > args.batch_size else 'several times'}")
+        images = [load_image(path) for path in paths]  # decoded once, outside every timing
+        times = bench.run_bench(predictors, args.artifacts, images, settings)
+        report = bench.bench_report(times, settings, bench.machine_info(), num_images=len(images))
+    finally:
+        torch.set_num_threads(threads_before)
+    for line in bench.summary_lines(report):
+        print(line)
+    if json_path:
+        bench.write_bench_json(report, json_path)
+        print(f"report: {json_path}")
+    if plot_path:
+        bench.save_bench_plot(report, plot_path)
+        print(f"plot: {plot_path}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    be = sub.add_parser("bench", help="latency percentiles, throughput and stage times of artifacts side by side")
+    be.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
+                    help=".pt/.pth checkpoint, .onnx graph or .engine/.plan TensorRT engine; the first is the "
+                         "baseline of the speed-up column")
+    be.add_argument("--data", required=True, help="COCO json, or a folder of images")
+    be.add_argument("--max-images", type=int, default=20)
+    be.add_argument("--warmup", type=int, default=3, help="untimed predict calls per artifact")
+    be.add_argument("--iterations", "--repeat", type=int, default=5, help="timed passes over the images")
+    be.add_argument("--threads", type=int, default=None,
+                    help="ONNX Runtime intra-op threads and torch threads (checkpoints, the RoIAlign op)")
+    be.add_argument("--batch-size", type=int, default=1, help="images per predict call")
+    be.add_argument("--json", default=None, help="write the report (JSON) here")
+    be.add_argument("--plot", default=None, help="write the stacked-bar chart (PNG) here")
+    be.add_argument("--out", default=None, help="folder for bench.json and bench.png (unless --json/--plot say)")
+    be.set_defaults(func=cmd_bench)
