@@ -1,5 +1,5 @@
 # Two entry points a fresh machine needs (see README):
-#   make demo   -- set up the virtualenv, make synthetic data, train a small model, evaluate, draw predictions
+#   make demo   -- set up the virtualenv, then `maskrcnn-deploy demo`: data, training, export, FP16/INT8, every backend checked
 #   make test   -- set up the virtualenv and run the test suite
 # Both create or reuse .venv and install what they need.
 
