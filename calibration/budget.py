@@ -27,7 +27,6 @@ from maskrcnn_deploy.calibration.data import DeployGraph
 from maskrcnn_deploy.calibration.graph import PrecisionError, Region
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.runtime.files import Journal
-from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
 from maskrcnn_deploy.runtime.progress import Progress
 
 __all__ = ["EvalSet", "GroupSensitivity", "BudgetResult", "evaluate_model", "sensitivity_sweep", "search_budget"]
@@ -68,8 +67,7 @@ def evaluate_model(model: onnx.ModelProto, evalset: EvalSet, threads: int | None
         predictor = OnnxPredictor(path, threads)
         results = []
         for image_id, image in zip(evalset.image_ids, evalset.images):
-            with deferred_interrupt():  # a Ctrl-C inside the custom op's callback would abort
-                detections = predictor.predict([image])[0]
+            detections = predictor.predict([image])[0]  # run_session holds a Ctrl-C until the graph returns
             cat_ids = predictor.category_ids or list(range(predictor.config.num_classes))
             results += detections_to_coco_results(image_id, detections, cat_ids)
     metrics = evaluate_coco(evalset.coco, results, image_ids=evalset.image_ids)

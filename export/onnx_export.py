@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from maskrcnn_deploy.model import MaskRCNN
+from maskrcnn_deploy.runtime.files import atomic_write
 
 from . import onnx_ops
 from .deploy_model import OUTPUT_NAMES, DeployMaskRCNN
@@ -125,32 +126,35 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
     meta = {"config": model.config.to_dict(), "roi_align": options.roi_align, "dynamic": options.dynamic,
             **(labels or {})}
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    onnx.save_model(proto, str(tmp))
-    tmp.replace(path)
-    verify_onnx(path, static=not options.dynamic)
+    def save_verified(tmp: Path) -> None:  # checked before it takes the final name: a bad graph is never left
+        onnx.save_model(proto, str(tmp))
+        verify_onnx(tmp, static=not options.dynamic, name=path)
+
+    atomic_write(path, save_verified)
     print(f"[export] wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB, {len(proto.graph.node)} nodes)", flush=True)
     return proto
 
 
-def verify_onnx(path: str | Path, static: bool = True) -> onnx.ModelProto:
-    """Full onnx.checker, shape inference (static: every output shape known), no dead nodes, IR version."""
+def verify_onnx(path: str | Path, static: bool = True, name: str | Path | None = None) -> onnx.ModelProto:
+    """Full onnx.checker, shape inference (static: every output shape known), no dead nodes, IR version.
+    name: the file errors name (default `path`; the exporter checks a temporary before renaming it)."""
     onnx_ops.register_schema()
+    shown = path if name is None else name
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"{path} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"{shown} fails onnx.checker: {str(exc).splitlines()[0]}") from None
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
     if model.ir_version > MAX_IR_VERSION:
-        raise ExportError(f"{path} has IR version {model.ir_version}; onnxruntime reads up to {MAX_IR_VERSION}")
+        raise ExportError(f"{shown} has IR version {model.ir_version}; onnxruntime reads up to {MAX_IR_VERSION}")
     if static:
         for out in model.graph.output:
             dims = out.type.tensor_type.shape.dim
             if not dims and out.name != "num_detections" or any(not d.HasField("dim_value") for d in dims):
-                raise ExportError(f"{path}: output {out.name} has no static shape after shape inference: "
+                raise ExportError(f"{shown}: output {out.name} has no static shape after shape inference: "
                                   f"{[d.dim_value or d.dim_param for d in dims]}")
     used = {name for node in model.graph.node for name in node.input} | {o.name for o in model.graph.output}
     dead = [node.name or node.op_type for node in model.graph.node if not any(o in used for o in node.output)]
     if dead:
-        raise ExportError(f"{path}: {len(dead)} dead node(s) left after simplification, e.g. {dead[:3]}")
+        raise ExportError(f"{shown}: {len(dead)} dead node(s) left after simplification, e.g. {dead[:3]}")
     return model

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from maskrcnn_deploy.runtime.files import atomic_write
 
 from .backbone import FrozenBatchNorm2d
 from .config import MaskRCNNConfig
@@ -87,22 +88,9 @@ def load_torchvision_state_dict(model: MaskRCNN, state_dict: dict, source: str =
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: MaskRCNNConfig, **extra) -> Path:
     """Write {"format", "format_version", "config", "model", **extra} atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict(),
                "model": model.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files owner-only; give the checkpoint a new file's mode
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def _read(path: Path, map_location) -> dict:

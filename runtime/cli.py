@@ -79,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.eval:
         return cmd_eval(argparse.Namespace(checkpoint=str(final), data=_split_json(args.data, "val"),
                                            images=None, batch_size=2, max_images=None,
-                                           out=str(Path(args.out) / "metrics.json")))
+                                           out=str(Path(args.out) / "metrics.json"), no_resume=False))
     return 0
 
 
@@ -98,7 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # each image's results are journaled as they come: a rerun after an interrupt (Ctrl-C) resumes
     journal_path = Path(f"{args.out or args.checkpoint}.eval-progress.jsonl")
     journal = evaluation_journal(journal_path, args.checkpoint, dataset, args.batch_size, args.max_images,
-                                 resume=not getattr(args, "no_resume", False))
+                                 resume=not args.no_resume)
     t0 = time.monotonic()
     try:
         metrics = evaluate_model(model, dataset, batch_size=args.batch_size, max_images=args.max_images,
@@ -121,7 +121,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Draw the detections over each image as OUT/<image stem>.png. Every readable image is drawn;
     each unreadable one is named with its reason, and then the count makes the exit code 2."""
     from maskrcnn_deploy.runtime.coco import ImageLoadError, list_images, load_image, unreadable_summary
-    from maskrcnn_deploy.runtime.inference import predict_above
     from maskrcnn_deploy.runtime.predictor import PredictorError, load
     from maskrcnn_deploy.runtime.visualize import draw_detections, save_png
 
@@ -146,7 +145,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for path, name in zip(paths, _output_names(paths)):
         try:
             image = load_image(path)
-            det = predict_above(predictor, image, args.score_thresh)
+            det = predictor.predict([image], min_score=args.score_thresh)[0]  # pastes kept masks only
         except ImageLoadError as err:
             print(err, file=sys.stderr)
             failed.append(path)

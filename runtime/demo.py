@@ -17,10 +17,10 @@ measured one backend after the other.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["DemoSettings", "DemoRow", "run_demo", "format_table", "tensorrt_unavailable_reason"]
 
@@ -84,15 +84,23 @@ def _train(s: DemoSettings, data: Path) -> Path:
     return checkpoint
 
 
-def _export(checkpoint: Path, path: Path, roi_align: str) -> Path:
-    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-
+def _made_once(path: Path, make: Callable[[], object], message: str | None = None) -> Path:
+    """`path` as an earlier run left it, else made now by `make()`: the demo's resume rule (every maker
+    writes its file whole or not at all, so an existing file is a finished step)."""
     if path.exists():
         _say(f"reusing {path}")
     else:
-        _say(f"exporting {path} (RoIAlign {roi_align})")
-        export_checkpoint(checkpoint, path, ExportOptions(roi_align=roi_align))
+        if message:
+            _say(message)
+        make()
     return path
+
+
+def _export(checkpoint: Path, path: Path, roi_align: str) -> Path:
+    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+
+    return _made_once(path, lambda: export_checkpoint(checkpoint, path, ExportOptions(roi_align=roi_align)),
+                      f"exporting {path} (RoIAlign {roi_align})")
 
 
 def _fp16(s: DemoSettings, onnx_path: Path, data: Path) -> Path:
@@ -100,41 +108,34 @@ def _fp16(s: DemoSettings, onnx_path: Path, data: Path) -> Path:
     from maskrcnn_deploy.runtime.cli import build_parser
 
     out = onnx_path.with_name("model.fp16.onnx")
-    if out.exists():
-        _say(f"reusing {out}")
-    else:
-        cmd_convert(build_parser().parse_args(["convert", "--fp16", str(onnx_path), "-o", str(out), "--data",
-                                               str(data / "train.json"), "--num-images",
-                                               str(s.calibration_images)]))
-    return out
+    return _made_once(out, lambda: cmd_convert(build_parser().parse_args(
+        ["convert", "--fp16", str(onnx_path), "-o", str(out), "--data", str(data / "train.json"),
+         "--num-images", str(s.calibration_images)])))
 
 
 def _int8(s: DemoSettings, onnx_path: Path, data: Path) -> Path:
     from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8
 
     out = onnx_path.with_name("model.int8.onnx")
-    if out.exists():
-        _say(f"reusing {out}")
-    else:
-        calibrate_int8(CalibrateOptions(model=str(onnx_path), data=str(data / "train.json"), output=str(out),
-                                        method="percentile", num_images=s.calibration_images, threads=s.threads))
-    return out
+    return _made_once(out, lambda: calibrate_int8(CalibrateOptions(
+        model=str(onnx_path), data=str(data / "train.json"), output=str(out), method="percentile",
+        num_images=s.calibration_images, threads=s.threads)))
 
 
 def tensorrt_unavailable_reason() -> str | None:
-    """None when TensorRT, a CUDA GPU and a compiler for the plugin are here; else why not, in a few words."""
+    """None when TensorRT (10 or later) and a CUDA GPU are here; else the backend's own one-line reason (the
+    plugin library is built when missing, and a missing compiler then stops the demo with its own error)."""
     try:
         import tensorrt
     except (ImportError, OSError):
         tensorrt = None
-    from maskrcnn_deploy.runtime.tensorrt_meta import is_real_tensorrt
+    from maskrcnn_deploy.runtime.tensorrt_meta import TensorRTUnavailableError, require_cuda, require_tensorrt
 
-    if not is_real_tensorrt(tensorrt):
-        return "TensorRT is not installed (pip install tensorrt)"
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible"
+    try:
+        require_tensorrt(tensorrt)
+        require_cuda()
+    except TensorRTUnavailableError as err:
+        return str(err)
     return None
 
 
@@ -148,13 +149,12 @@ def _engines(s: DemoSettings, graphs: dict[str, Path]) -> dict[str, Path]:
     if not plugin.exists():
         _say(f"building the TensorRT plugin library {plugin}")
         plugin = build_plugin_library(plugin.parent)
+    options = BuildOptions(plugin=plugin, timing_cache=s.out / "trt.timing")
     engines = {}
     for precision, graph in graphs.items():
         engine = graph.with_suffix(".engine")
-        if not engine.exists():
-            _say(f"building TensorRT engine {engine}")
-            build_engine(graph, engine, BuildOptions(plugin=plugin, timing_cache=s.out / "trt.timing"))
-        engines[precision] = engine
+        engines[precision] = _made_once(engine, lambda: build_engine(graph, engine, options),
+                                        f"building TensorRT engine {engine}")
     return engines
 
 
@@ -266,15 +266,14 @@ def format_table(rows: list[DemoRow]) -> str:
 
 
 def _write_outputs(s: DemoSettings, table: list[DemoRow], seconds: float) -> None:
+    from maskrcnn_deploy.runtime.files import write_json
     from maskrcnn_deploy.runtime.report_html import write_summary_html
 
     text = format_table(table)
     print(text, flush=True)
     summary = {"schema": {"name": "maskrcnn-deploy.demo", "version": 1}, "seconds": round(seconds, 1),
                "rows": [asdict(r) for r in table]}
-    tmp = s.out / "demo.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(s.out / "demo.json")
+    write_json(s.out / "demo.json", summary)
     links = [(f"{r.backend} {r.precision} ({r.graph})", r.report) for r in table if r.report]
     notes = [line for line in text.splitlines()[len(table) + 2:]]
     write_summary_html(s.out / "demo.html", "maskrcnn-deploy demo", COLUMNS, [_cells(r) for r in table],

@@ -7,7 +7,6 @@ A detection dict (numpy, original image coordinates) is what every backend retur
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -38,33 +37,6 @@ def predict_images(model: torch.nn.Module, images: Sequence[torch.Tensor], mask_
                 "masks": (masks >= mask_threshold).numpy(),
             })
     return results
-
-
-def predict_above(predictor, image: torch.Tensor, score_thresh: float, mask_threshold: float = 0.5) -> dict:
-    """Detections of one float [3,H,W] image scoring >= score_thresh, from any `runtime.predictor` backend.
-
-    Only the kept detections' masks are pasted at full size, so memory grows with kept x H x W rather
-    than candidates x H x W: the 100 candidates of a 6000x4000 photo take 10 GB as float32 masks.
-    PredictorError for an image the model cannot take (so thin that resizing leaves 0 pixels).
-    """
-    from maskrcnn_deploy.runtime.predictor import PredictorError, postprocess, preprocess_images
-
-    height, width = int(image.shape[-2]), int(image.shape[-1])
-    config = predictor.config
-    scale = min(config.test_min_size / min(height, width), config.max_size / max(height, width))
-    if math.floor(height * scale) < 1 or math.floor(width * scale) < 1:
-        raise PredictorError(f"a {width}x{height} image is too thin: resized for the model (short side "
-                             f"{config.test_min_size}, long side <= {config.max_size}) it has no pixel rows left")
-    batch, sizes = preprocess_images([image], config, predictor.input_size)
-    if predictor.fixed_batch and predictor.fixed_batch > 1:  # a static batch: fill it with copies
-        batch = batch.expand(predictor.fixed_batch, -1, -1, -1).contiguous()
-        sizes = sizes.expand(predictor.fixed_batch, -1).contiguous()
-    raw = predictor.run_raw(batch, sizes)
-    n = int(raw["num_detections"][0])
-    keep = np.flatnonzero(raw["scores"][0][:n] >= score_thresh)
-    kept = {name: raw[name][:1, keep] for name in ("boxes", "scores", "labels", "masks")}
-    kept["num_detections"] = np.array([len(keep)])
-    return postprocess(kept, sizes[:1], [(height, width)], mask_threshold)[0]
 
 
 def evaluation_journal(path: str | Path, checkpoint: str | Path, dataset, batch_size: int, max_images: int | None,

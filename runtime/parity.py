@@ -26,7 +26,7 @@ from maskrcnn_deploy.runtime.files import atomic_write, write_json
 from maskrcnn_deploy.runtime.tensorrt_meta import package_version  # pure Python: no TensorRT needed
 
 __all__ = ["Tolerances", "TOLERANCE_PRESETS", "tolerances_from", "MatchResult", "box_iou", "match_detections",
-           "RawComparison", "compare_raw", "ParityReport", "check_parity", "write_report_json",
+           "RawComparison", "compare_raw", "ParityReport", "PairCheck", "pair_checks", "check_parity", "write_report_json",
            "save_error_histograms", "REPORT_SCHEMA", "REPORT_SCHEMA_FILE"]
 
 AP_TYPES = ("bbox", "segm")
@@ -334,6 +334,42 @@ def _ap_deltas(ref_ap: Mapping, test_ap: Mapping, limit: float, failures: list[s
     return deltas
 
 
+@dataclass(frozen=True)
+class PairCheck:
+    """One per-pair tolerance: `stat` (min/max, or the outlier percentile) of the matched pairs' values."""
+
+    label: str            # "box IoU"
+    key: str              # the ParityReport field holding the values, e.g. "box_iou"
+    stat: str             # "min", "p5", "max", "p95"
+    limit_name: str       # the Tolerances field, e.g. "min_box_iou"
+    limit: float
+    value: float | None   # None when nothing matched
+    unit: str = ""
+
+    @property
+    def is_min(self) -> bool:
+        return self.limit_name.startswith("min")
+
+    @property
+    def held(self) -> bool | None:
+        if self.value is None:
+            return None
+        return not (self.value < self.limit if self.is_min else self.value > self.limit)
+
+
+def pair_checks(tol: Tolerances, values: Mapping[str, np.ndarray]) -> list[PairCheck]:
+    """The per-pair limits of `tol` measured on matched-pair `values` (box_iou, mask_iou, box_error_px,
+    score_delta), taking the worst pair or, with an outlier percentile p, p_p of IoUs and p_(100-p) of errors."""
+    p = tol.outlier_percentile
+    low, high = ("min", "max") if p == 0 else (f"p{p:g}", f"p{100 - p:g}")
+    specs = [("box IoU", "box_iou", low, p, "min_box_iou", ""), ("mask IoU", "mask_iou", low, p, "min_mask_iou", ""),
+             ("box error", "box_error_px", high, 100 - p, "max_box_error_px", " px"),
+             ("score delta", "score_delta", high, 100 - p, "max_score_delta", "")]
+    return [PairCheck(label, key, stat, name, getattr(tol, name),
+                      float(np.percentile(values[key], q)) if values[key].size else None, unit)
+            for label, key, stat, q, name, unit in specs]
+
+
 def check_parity(ref_dets: Sequence[Mapping], test_dets: Sequence[Mapping], tolerances: Tolerances,
                  ref_ap: Mapping | None = None, test_ap: Mapping | None = None) -> ParityReport:
     """Match every image's detections, aggregate, and check against `tolerances`.
@@ -368,19 +404,11 @@ def check_parity(ref_dets: Sequence[Mapping], test_dets: Sequence[Mapping], tole
         if frac is not None and frac < tol.min_match_fraction:
             failures.append(f"match fraction ({side}) {frac:.4f} < min_match_fraction {tol.min_match_fraction:.4f}"
                             f" ({total - n_match} of {total} {side} detections unmatched)")
-    p = tol.outlier_percentile
-    low, high = ("min", "max") if p == 0 else (f"p{p:g}", f"p{100 - p:g}")
     if n_match:
-        checks = [("box IoU", "box_iou", low, p, tol.min_box_iou, "min_box_iou", ""),
-                  ("mask IoU", "mask_iou", low, p, tol.min_mask_iou, "min_mask_iou", ""),
-                  ("box error", "box_error_px", high, 100 - p, tol.max_box_error_px, "max_box_error_px", " px"),
-                  ("score delta", "score_delta", high, 100 - p, tol.max_score_delta, "max_score_delta", "")]
-        for label, key, stat, q, limit, tname, unit in checks:
-            value = float(np.percentile(cat[key], q))
-            bad = value < limit if tname.startswith("min") else value > limit
-            if bad:
-                op = "<" if tname.startswith("min") else ">"
-                failures.append(f"{label} {stat} {value:.4f}{unit} {op} {tname} {limit:.4f}{unit}")
+        for c in pair_checks(tol, cat):
+            if not c.held:
+                failures.append(f"{c.label} {c.stat} {c.value:.4f}{c.unit} {'<' if c.is_min else '>'} "
+                                f"{c.limit_name} {c.limit:.4f}{c.unit}")
     ap_delta = None
     if ref_ap is not None:
         ap_delta = _ap_deltas(ref_ap, test_ap, tol.max_ap_delta, failures)

@@ -88,24 +88,30 @@ def preprocess_images(images: Sequence[torch.Tensor], config: MaskRCNNConfig, in
 
 
 def postprocess(raw: dict[str, np.ndarray], sizes: torch.Tensor, original_sizes: list[tuple[int, int]],
-                mask_threshold: float = 0.5) -> list[dict]:
-    """Batch raw outputs -> one detection dict per image (see the module docstring)."""
+                mask_threshold: float = 0.5, min_score: float | None = None) -> list[dict]:
+    """Batch raw outputs -> one detection dict per image (see the module docstring).
+
+    min_score: keep only detections scoring at least this (None: all). Only kept masks are pasted at
+    full size, so a caller that draws confident detections of a large photo never pastes the rest.
+    """
     results = []
     for i, orig in enumerate(original_sizes):
         n = int(raw["num_detections"][i])
         row = {"boxes": raw["boxes"][i], "scores": raw["scores"][i], "labels": raw["labels"][i].astype(np.int64),
                "masks": raw["masks"][i], "num_detections": n}
+        keep = np.arange(n) if min_score is None else np.flatnonzero(row["scores"][:n] >= min_score)
+        n = len(keep)
         size = (int(sizes[i, 0]), int(sizes[i, 1]))
-        boxes = resize_boxes(torch.from_numpy(row["boxes"][:n].astype(np.float32)), size, orig)
-        small = torch.from_numpy(row["masks"][:n].astype(np.float32))[:, None]
+        boxes = resize_boxes(torch.from_numpy(row["boxes"][keep].astype(np.float32)), size, orig)
+        small = torch.from_numpy(row["masks"][keep].astype(np.float32))[:, None]
         masks = np.zeros((n, *orig), dtype=bool)
         step = max(1, PASTE_BUDGET_BYTES // (4 * orig[0] * orig[1]))  # float masks pasted at a time
         for start in range(0, n, step):
             probs = paste_masks_in_image(small[start:start + step], boxes[start:start + step], orig)
             masks[start:start + step] = (probs[:, 0] >= mask_threshold).numpy()
         rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-        results.append({"boxes": boxes.numpy(), "scores": row["scores"][:n].astype(np.float32),
-                        "labels": row["labels"][:n], "masks": masks, "rles": rles, "raw": row})
+        results.append({"boxes": boxes.numpy(), "scores": row["scores"][keep].astype(np.float32),
+                        "labels": row["labels"][keep], "masks": masks, "rles": rles, "raw": row})
     return results
 
 
@@ -123,8 +129,9 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, images: Sequence, batch_size: int = 1, mask_threshold: float = 0.5,
-                timings: dict[str, float] | None = None) -> list[dict]:
-        """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors).
+                timings: dict[str, float] | None = None, min_score: float | None = None) -> list[dict]:
+        """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors); with
+        `min_score`, only those scoring at least that (their masks alone are pasted, see postprocess).
 
         timings: when given, the wall seconds of each of STAGES are added to it (missing keys start at 0):
         preprocess (image to tensor, which decodes paths, resize, padding, static-batch padding),
@@ -145,7 +152,7 @@ class Predictor:
             t1 = time.perf_counter()
             raw = self.run_raw(batch, sizes)
             t2 = time.perf_counter()
-            results.extend(postprocess(raw, sizes, originals, mask_threshold))
+            results.extend(postprocess(raw, sizes, originals, mask_threshold, min_score))
             if timings is not None:
                 for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
                     timings[stage] = timings.get(stage, 0.0) + seconds

@@ -92,9 +92,8 @@ def _td(text, num: bool = False, cls: str = "", colspan: int = 1) -> str:
 
 # ------------------------------------------------------------------------------------ summary of a check
 def _tolerance_rows(report: parity.ParityReport) -> list[list[str]]:
-    """(check, limit, measured, held) per tolerance, measured as check_parity does (same percentiles)."""
-    t, p = report.tolerances, report.tolerances.outlier_percentile
-    low, high = ("min", "max") if p == 0 else (f"p{p:g}", f"p{100 - p:g}")
+    """(check, limit, measured, held) per tolerance; the per-pair ones are parity.pair_checks, as check_parity's."""
+    t = report.tolerances
     rows = []
 
     def row(name, limit, value, held, unit=""):
@@ -106,15 +105,11 @@ def _tolerance_rows(report: parity.ParityReport) -> list[list[str]]:
     for side, frac in (("reference", report.match_fraction_ref), ("artifact", report.match_fraction_test)):
         row(f"matched fraction of {side} detections", f">= {t.min_match_fraction:.4f}", frac,
             None if frac is None else frac >= t.min_match_fraction)
-    for label, key, stat, q, limit, is_min, unit in (
-            ("box IoU", "box_iou", low, p, t.min_box_iou, True, ""),
-            ("mask IoU", "mask_iou", low, p, t.min_mask_iou, True, ""),
-            ("box error", "box_error_px", high, 100 - p, t.max_box_error_px, False, " px"),
-            ("score delta", "score_delta", high, 100 - p, t.max_score_delta, False, "")):
-        values = getattr(report, key)
-        value = float(np.percentile(values, q)) if values.size else None
-        held = None if value is None else (value >= limit if is_min else value <= limit)
-        row(f"{label} ({stat} of matched pairs)", f"{'>=' if is_min else '<='} {limit:.4f}{unit}", value, held, unit)
+    checks = parity.pair_checks(t, {key: getattr(report, key)
+                                    for key in ("box_iou", "mask_iou", "box_error_px", "score_delta")})
+    for c in checks:
+        row(f"{c.label} ({c.stat} of matched pairs)", f"{'>=' if c.is_min else '<='} {c.limit:.4f}{c.unit}",
+            c.value, c.held, c.unit)
     for kind, delta in sorted((report.ap_delta or {}).items()):
         d = delta.get("AP")
         row(f"|{kind} AP delta|", f"<= {t.max_ap_delta:.4f}", None if d is None else abs(d),

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from maskrcnn_deploy.runtime.files import write_text
+
 CATEGORIES = [
     {"id": 1, "name": "circle", "supercategory": "shape"},
     {"id": 2, "name": "rectangle", "supercategory": "shape"},
@@ -231,10 +233,7 @@ def generate_synthetic_coco(out_dir: str | Path, num_images: int, seed: int = 0,
     coco = {"info": {"description": f"synthetic shapes, split {split_name}, seed {seed}"},
             "images": images, "annotations": annotations, "categories": CATEGORIES}
     json_path = out_dir / f"{split_name}.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(coco, separators=(",", ":")))
-    tmp.replace(json_path)
-    return json_path
+    return write_text(json_path, json.dumps(coco, separators=(",", ":")))
 
 
 def make_synthetic_dataset(out_dir: str | Path, num_train: int = 200, num_val: int = 50, seed: int = 0,

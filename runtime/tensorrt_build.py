@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from maskrcnn_deploy.runtime.files import atomic_write
 from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, TensorRTError, TensorRTUnavailableError,
                                                    package_version, require_cuda, require_tensorrt, sha256_file,
                                                    trt_major, write_metadata)
@@ -292,10 +293,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     del keep_alive
     if serialized is None:
         raise TensorRTError(f"TensorRT could not build an engine from {onnx_path} (its log above says why)")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(engine_path.name + ".tmp")
-    tmp.write_bytes(bytes(serialized))
-    tmp.replace(engine_path)
+    atomic_write(engine_path, lambda tmp: tmp.write_bytes(bytes(serialized)))
     if options.timing_cache is not None:
         timing = config.get_timing_cache()
         if timing is not None:

@@ -13,12 +13,13 @@ import torch
 from PIL import Image
 
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
 from maskrcnn_deploy.runtime import bench
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.coco import load_image
 from maskrcnn_deploy.runtime.predictor import STAGES, load
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from seeded_models import seeded_model
 
 NUM_IMAGES = 3
 
@@ -37,13 +38,9 @@ def data(tmp_path_factory):
 def artifacts(tmp_path_factory):
     """A seeded r18 checkpoint (10 detections, 100 proposals: cheap to run) and its static ONNX export."""
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
     cfg = resnet18_fpn(4, min_size=128, max_size=160, box_score_thresh=0.05, rpn_pre_nms_top_n_test=200,
                        rpn_post_nms_top_n_test=100, detections_per_img=10)
-    model = MaskRCNN(cfg)
-    with torch.no_grad():  # confident masks, as a trained model's (see test_export_onnx.py)
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)
-    save_checkpoint(root / "r18.pt", model, cfg)
+    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
     export_checkpoint(root / "r18.pt", root / "r18.onnx", ExportOptions(roi_align="custom"))
     return root / "r18.pt", root / "r18.onnx"
 

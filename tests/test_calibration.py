@@ -24,11 +24,12 @@ from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, entropy_threshold
 from maskrcnn_deploy.calibration.trt_cache import read_calibration_cache, trt_version_number, write_calibration_cache
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
 from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.coco import ImageLoadError
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from seeded_models import pseudo_ground_truth, seeded_model
 
 NUM_CLASSES = 4
 
@@ -188,26 +189,6 @@ def test_budget_search_returns_the_most_sensitive_groups_until_the_budget_holds(
 
 # ---------------------------------------------------------------- the whole flow on a small model
 
-def _pseudo_ground_truth(onnx_path, images, out_path, per_image=5):
-    """COCO json whose annotations are the float graph's top detections (ids 1..N)."""
-    from pycocotools import mask as mask_utils
-
-    predictor = load(onnx_path)
-    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": f"c{i}"} for i in range(1, NUM_CLASSES)]}
-    for image_id, (path, det) in enumerate(zip(images, predictor.predict(images)), start=1):
-        h, w = det["masks"].shape[1:] if len(det["masks"]) else (150, 190)
-        coco["images"].append({"id": image_id, "file_name": f"{path.parent.name}/{path.name}", "height": int(h), "width": int(w)})
-        for k in np.argsort(-det["scores"])[:per_image]:
-            rle = mask_utils.encode(np.asfortranarray(det["masks"][k].astype(np.uint8)))
-            x0, y0, x1, y1 = (float(v) for v in det["boxes"][k])
-            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                        "category_id": int(det["labels"][k]), "iscrowd": 0,
-                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask_utils.area(rle)),
-                                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
-    out_path.write_text(json.dumps(coco))
-    return out_path
-
-
 # BatchNorm (folded into the convs at export, as in the trained synthetic model), small heads and 20
 # detections: the deploy graph runs the mask head on every padded detection
 SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
@@ -220,16 +201,12 @@ def flow(tmp_path_factory):
     (method max, no budget), and with the AP budget (percentile) against its own float predictions."""
     root = tmp_path_factory.mktemp("calib")
     paths = make_synthetic_dataset(root / "data", num_train=6, num_val=6, seed=5, image_size=(150, 190))
-    torch.manual_seed(0)
     cfg = resnet18_fpn(NUM_CLASSES, **SMALL)
-    model = MaskRCNN(cfg)
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)  # confident masks (see test_export_onnx)
-    save_checkpoint(root / "r18.pt", model, cfg)
+    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
     fp32 = root / "r18.onnx"
     export_checkpoint(root / "r18.pt", fp32, ExportOptions())
     val_images = sorted((root / "data" / "val").glob("*.png"))
-    gt = _pseudo_ground_truth(fp32, val_images, root / "data" / "val_pseudo.json")
+    gt = pseudo_ground_truth(fp32, val_images, root / "data" / "val_pseudo.json", NUM_CLASSES)
     int8 = root / "r18.int8.onnx"
     assert main(["calibrate", str(fp32), "--data", str(paths["train"]), "-o", str(int8), "--method", "max"]) == 0
     budget = root / "r18.budget.onnx"

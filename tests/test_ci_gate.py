@@ -27,13 +27,14 @@ import numpy as np
 import pytest
 import torch
 
-from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
 from maskrcnn_deploy.runtime import cli, cli_deploy, exit_codes, parity
 from maskrcnn_deploy.runtime.predictor import METADATA_KEY
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime.tensorrt_meta import (NOT_INSTALLED, EngineMetadata, TensorRTError,
                                                    TensorRTUnavailableError, is_real_tensorrt, sha256_file,
                                                    write_metadata)
+from seeded_models import seeded_model
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / "docs" / "ci" / "parity-gate.yml"
@@ -91,12 +92,9 @@ def gate(tmp_path_factory):
     """Two synthetic val images with COCO json, a seeded checkpoint and a copy with perturbed box weights."""
     root = tmp_path_factory.mktemp("gate")
     val_json = make_synthetic_dataset(root / "data", num_train=1, num_val=2, seed=3, image_size=(96, 128))["val"]
-    torch.manual_seed(0)
     config = resnet18_fpn(4, min_size=96, max_size=128, box_score_thresh=0.05, rpn_pre_nms_top_n_test=200,
                           rpn_post_nms_top_n_test=100, detections_per_img=20)
-    model = MaskRCNN(config)
-    with torch.no_grad():  # confident masks, as a trained model's (see tests/test_export_onnx.py)
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)
+    model = seeded_model(config)
     reference = save_checkpoint(root / "reference.pt", model, config)
     with torch.no_grad():  # the regression: boxes move by pixels
         weight = model.roi_heads.box_predictor.bbox_pred.weight

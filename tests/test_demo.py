@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from maskrcnn_deploy.model import MaskRCNN, save_checkpoint
+from maskrcnn_deploy.model import save_checkpoint
 from maskrcnn_deploy.model.train import synthetic_model_config
 from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.demo import COLUMNS
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from seeded_models import seeded_model
 
 DEMO_ARGS = ["--train-images", "2", "--val-images", "3", "--calibration-images", "2", "--threads", "2"]
 
@@ -29,12 +29,8 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     paths = make_synthetic_dataset(out / "data", num_train=2, num_val=3, seed=0, image_size=(256, 256))
     dataset = CocoDetectionDataset(paths["train"])
-    torch.manual_seed(0)
     config = synthetic_model_config(dataset.num_classes, box_score_thresh=0.05)  # the demo's own recipe
-    model = MaskRCNN(config)
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)
-    save_checkpoint(out / "model" / "model_final.pt", model, config, class_names=dataset.class_names,
+    save_checkpoint(out / "model" / "model_final.pt", seeded_model(config), config, class_names=dataset.class_names,
                     category_ids=dataset.category_ids)
     code = main(["demo", "--out", str(out)] + DEMO_ARGS)
     return out, code

@@ -23,16 +23,9 @@ from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.predictor import PredictorError
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from seeded_models import make_masks_confident, seeded_model
 
 NUM_CLASSES = 4
-
-
-def _confident_masks(model: MaskRCNN) -> MaskRCNN:
-    """Scale the mask logits layer x20: seeded random heads give mask probabilities near 0.5 everywhere,
-    where 1e-4 of float noise flips pixels; a trained model's masks are confident, as these become."""
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +38,8 @@ def data(tmp_path_factory):
 
 
 def _r18_checkpoint(path):
-    torch.manual_seed(0)
     cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
-    save_checkpoint(path, _confident_masks(MaskRCNN(cfg)), cfg)
+    save_checkpoint(path, seeded_model(cfg), cfg)
     return path
 
 
@@ -58,7 +50,7 @@ def _r50_checkpoint(path):
     cfg = torchvision_v1(NUM_CLASSES, min_size=192, max_size=256, box_score_thresh=0.05)
     model = MaskRCNN(cfg)
     load_torchvision_state_dict(model, tv.state_dict())
-    save_checkpoint(path, _confident_masks(model), cfg)
+    save_checkpoint(path, make_masks_confident(model), cfg)
     return path
 
 

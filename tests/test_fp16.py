@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from maskrcnn_deploy.calibration.calibrate import save_checked
@@ -25,10 +24,11 @@ from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.export.onnx_ops import register_schema
-from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
 from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.onnx_backend import load_session
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from seeded_models import seeded_model
 
 NUM_CLASSES = 4
 FLOAT32_OPS = ("Exp", "Sigmoid", "Softmax", "MultiLevelRoIAlign", "Log", "Sqrt", "NonMaxSuppression", "TopK")
@@ -38,12 +38,8 @@ FLOAT32_OPS = ("Exp", "Sigmoid", "Softmax", "MultiLevelRoIAlign", "Log", "Sqrt",
 def fp16(tmp_path_factory):
     root = tmp_path_factory.mktemp("fp16")
     data = make_synthetic_dataset(root / "data", num_train=6, num_val=3, seed=5, image_size=(150, 190))
-    torch.manual_seed(0)
     cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
-    model = MaskRCNN(cfg)
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)  # confident masks (see test_export_onnx)
-    save_checkpoint(root / "r18.pt", model, cfg)
+    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
     export_checkpoint(root / "r18.pt", root / "r18.onnx", ExportOptions(roi_align="custom"))
     graph = load_float_graph(root / "r18.onnx")
     amax = collect_ranges(graph.model, CalibrationBatches.from_data(data["train"], graph), "max", show_progress=False)

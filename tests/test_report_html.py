@@ -21,12 +21,13 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
 from maskrcnn_deploy.runtime import parity, report_html
 from maskrcnn_deploy.runtime.check import rank_matches, run_check
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.report_html import FAIL_COLOR, PASS_COLOR, write_check_html, write_summary_html
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from seeded_models import seeded_model
 
 NUM_CLASSES = 4
 WEIRD_DIR = 'we<ird> & "dir"'
@@ -37,15 +38,12 @@ WINDOW = (1280, 2400)
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     val = make_synthetic_dataset(root / "data", num_train=1, num_val=4, seed=3, image_size=(150, 190))["val"]
-    torch.manual_seed(0)
     # narrow heads and 20 detections: the seeded model's detections all pass the score threshold, and
     # full-width heads on 100 of them take seconds per image on a 2-core CPU
     cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05, detections_per_img=20,
                        rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=200, fpn_channels=64,
                        mask_head_channels=64, box_fc_dim=256)
-    model = MaskRCNN(cfg)
-    with torch.no_grad():  # confident masks, as a trained model's (see tests/test_export_onnx.py)
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)
+    model = seeded_model(cfg)
     names = ["__background__", "square", "disc", "star"]
     reference = save_checkpoint(root / "reference.pt", model, cfg, class_names=names)
     generator = torch.Generator().manual_seed(1)

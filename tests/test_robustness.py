@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.calibration import budget as budget_module
 from maskrcnn_deploy.calibration import ranges as ranges_module
@@ -26,16 +25,16 @@ from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_grap
 from maskrcnn_deploy.calibration.graph import Region, find_region
 from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
 from maskrcnn_deploy.runtime import inference, predictor as predictor_module
 from maskrcnn_deploy.runtime.cli import EXIT_BAD_INPUT, main
 from maskrcnn_deploy.runtime.coco import ImageLoadError, list_images, load_image
 from maskrcnn_deploy.runtime.files import Journal, atomic_write_all, write_json
-from maskrcnn_deploy.runtime.inference import predict_above
 from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
-from maskrcnn_deploy.runtime.predictor import load
+from maskrcnn_deploy.runtime.predictor import PredictorError, load
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime.visualize import save_png
+from seeded_models import pseudo_ground_truth, seeded_model
 
 NUM_CLASSES = 4
 SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
@@ -49,26 +48,10 @@ def tiny(tmp_path_factory):
     detections, so that AP is well above 0 and changes when results change)."""
     root = tmp_path_factory.mktemp("robust")
     paths = make_synthetic_dataset(root / "data", num_train=4, num_val=4, seed=5, image_size=(150, 190))
-    torch.manual_seed(0)
     cfg = resnet18_fpn(NUM_CLASSES, **SMALL)
-    model = MaskRCNN(cfg)
-    with torch.no_grad():
-        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)  # confident masks (see test_export_onnx)
-    checkpoint = root / "r18.pt"
-    save_checkpoint(checkpoint, model, cfg)
+    checkpoint = save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
     val_images = list_images(root / "data" / "val")
-    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": f"c{i}"} for i in range(1, NUM_CLASSES)]}
-    for image_id, (path, det) in enumerate(zip(val_images, load(checkpoint).predict(val_images)), start=1):
-        coco["images"].append({"id": image_id, "file_name": f"val/{path.name}", "height": 150, "width": 190})
-        for k in np.argsort(-det["scores"])[:5]:
-            rle = mask_utils.encode(np.asfortranarray(det["masks"][k].astype(np.uint8)))
-            x0, y0, x1, y1 = (float(v) for v in det["boxes"][k])
-            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                                        "category_id": int(det["labels"][k]), "iscrowd": 0,
-                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask_utils.area(rle)),
-                                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
-    gt = root / "data" / "val_pseudo.json"
-    gt.write_text(json.dumps(coco))
+    gt = pseudo_ground_truth(checkpoint, val_images, root / "data" / "val_pseudo.json", NUM_CLASSES)
     return {"root": root, "checkpoint": checkpoint, "train": paths["train"], "gt": gt,
             "val_images": val_images}
 
@@ -93,6 +76,16 @@ def _interrupt_after(k: int, function):
 
 def _counting(function):
     return _interrupt_after(10 ** 9, function)
+
+
+def _two_good_two_unreadable(folder: Path, images: list[Path]) -> Path:
+    """A folder with copies of two readable images, an empty empty.png and a noise.jpg no decoder reads."""
+    folder.mkdir()
+    for path in images[:2]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "noise.jpg").write_bytes(os.urandom(200))
+    return folder
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -167,10 +160,13 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
 
     # the 1x1 image is scaled up to 128x128 for the model: every candidate's numbers are finite
     model = load(tiny["checkpoint"])
-    one = predict_above(model, load_image(folder / "one.png"), 0.0)
+    one = model.predict([load_image(folder / "one.png")], min_score=0.0)[0]
     assert len(one["scores"]) == SMALL["detections_per_img"] and one["masks"].shape[1:] == (1, 1)
     assert np.isfinite(one["boxes"]).all() and np.isfinite(one["scores"]).all()
     assert (one["boxes"] >= 0).all() and (one["boxes"] <= 1).all()
+    # an image so thin that resizing leaves no pixel row is refused by name, not a torch traceback
+    with pytest.raises(PredictorError, match=r"a 300x1 image is too thin for this model"):
+        model.predict([torch.rand(3, 1, 300)])
     # the 6000x4000 one: only the kept detections' masks are pasted at full size
     pasted = []
 
@@ -183,7 +179,7 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
     raw = model.run_raw(*predictor_module.preprocess_images([image], model.config, None))
     scores = raw["scores"][0][:int(raw["num_detections"][0])]
     threshold = float(np.median(scores))
-    huge = predict_above(model, image, threshold)
+    huge = model.predict([image], min_score=threshold)[0]
     kept = int((scores >= threshold).sum())
     # in chunks of at most PASTE_BUDGET_BYTES of float32 masks
     per_chunk = predictor_module.PASTE_BUDGET_BYTES // (4 * 4000 * 6000)
@@ -353,12 +349,7 @@ def test_range_collection_resumes_with_identical_statistics(tiny, onnx_model, tm
 
 
 def test_calibrate_names_every_unreadable_image_before_any_work(tiny, onnx_model, tmp_path, capsys):
-    folder = tmp_path / "calib"
-    folder.mkdir()
-    for path in tiny["val_images"][:2]:
-        (folder / path.name).write_bytes(path.read_bytes())
-    (folder / "empty.png").write_bytes(b"")
-    (folder / "noise.jpg").write_bytes(os.urandom(200))
+    folder = _two_good_two_unreadable(tmp_path / "calib", tiny["val_images"])
     capsys.readouterr()
     code = main(["calibrate", str(onnx_model), "--data", str(folder), "-o", str(tmp_path / "m.int8.onnx")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -442,12 +433,7 @@ def test_eval_resumes_per_image_and_matches_an_uninterrupted_run(tiny, tmp_path,
 
 
 def test_check_on_a_folder_compares_the_readable_images_and_names_the_rest(tiny, onnx_model, tmp_path, capsys):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for path in tiny["val_images"][:2]:
-        (folder / path.name).write_bytes(path.read_bytes())
-    (folder / "empty.png").write_bytes(b"")
-    (folder / "noise.jpg").write_bytes(os.urandom(200))
+    folder = _two_good_two_unreadable(tmp_path / "images", tiny["val_images"])
     report = tmp_path / "parity.json"
     capsys.readouterr()
     code = main(["check", str(tiny["checkpoint"]), str(onnx_model), "--data", str(folder), "--report", str(report)])

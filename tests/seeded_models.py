@@ -1,0 +1,53 @@
+"""Seeded random Mask R-CNN models and pseudo ground truth for tests that need a model but not a trained one.
+
+A seeded random model gives mask probabilities near 0.5 everywhere, where 1e-4 of float noise flips pixels;
+a trained model's masks are confident. Scaling the mask logits layer x20 makes them so, which every parity
+and export test relies on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from maskrcnn_deploy.model import MaskRCNN
+from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.runtime import load
+
+
+def make_masks_confident(model: MaskRCNN) -> MaskRCNN:
+    """Scale the mask logits layer x20 in place (see the module docstring); returns the model."""
+    with torch.no_grad():
+        model.roi_heads.mask_predictor.mask_fcn_logits.weight.mul_(20)
+    return model
+
+
+def seeded_model(config: MaskRCNNConfig, seed: int = 0) -> MaskRCNN:
+    """MaskRCNN(config) initialised after torch.manual_seed(seed), with confident masks."""
+    torch.manual_seed(seed)
+    return make_masks_confident(MaskRCNN(config))
+
+
+def pseudo_ground_truth(model_path: str | Path, images: Sequence[Path], out_path: Path, num_classes: int,
+                        per_image: int = 5) -> Path:
+    """COCO json whose annotations are the model's top `per_image` detections on `images` (ids 1..N):
+    AP against it is well above 0 and moves when the model's results move."""
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": f"c{i}"} for i in range(1, num_classes)]}
+    for image_id, (path, det) in enumerate(zip(images, load(model_path).predict(list(images))), start=1):
+        h, w = det["masks"].shape[1:] if len(det["masks"]) else (150, 190)
+        coco["images"].append({"id": image_id, "file_name": f"{path.parent.name}/{path.name}", "height": int(h),
+                               "width": int(w)})
+        for k in np.argsort(-det["scores"])[:per_image]:
+            rle = mask_utils.encode(np.asfortranarray(det["masks"][k].astype(np.uint8)))
+            x0, y0, x1, y1 = (float(v) for v in det["boxes"][k])
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": image_id,
+                                        "category_id": int(det["labels"][k]), "iscrowd": 0,
+                                        "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask_utils.area(rle)),
+                                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    out_path.write_text(json.dumps(coco))
+    return out_path
