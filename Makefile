@@ -8,20 +8,49 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_OUT ?= out/demo
+# The tested dependency set: one hashed lock file per Python version (requirements/README.md)
+PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+LOCK   := requirements/py$(PYVER).txt
+LOCK_PYTHONS := 3.10 3.11 3.12 3.13
+LATEST_VENV ?= .venv-latest
 
-.PHONY: venv browser demo test clean
+.PHONY: venv browser demo test test-latest lock clean
 
 venv: $(STAMP)
 
-# torchvision's registry wheels are CUDA builds of torch (they run on CPU-only machines);
-# installing both by range lets pip pick a matching pair.
-# (re)install when the build inputs change, including which folders are packages (editable installs map them)
-$(STAMP): pyproject.toml setup.py plugins/build_native.py $(wildcard plugins/roi_align/*) $(wildcard */__init__.py)
+# Exactly the locked versions (every transitive package, torch's CUDA runtime wheels included), checked
+# against their hashes; then the project itself, editable, without touching them. pyproject.toml keeps
+# ranges for library users. Reinstalled when the build inputs change, including which folders are
+# packages (editable installs map them).
+$(STAMP): pyproject.toml setup.py plugins/build_native.py $(wildcard plugins/roi_align/*) $(wildcard */__init__.py) \
+          $(wildcard requirements/*.txt)
+	@test -f $(LOCK) || { echo "no lock file for Python $(PYVER) ($(LOCK)): use Python $(LOCK_PYTHONS), e.g. make PYTHON=python3.11"; exit 2; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=23" "setuptools>=77" wheel
-	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m pip install --quiet --no-deps "tensorrt-stubs>=10,<11"
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/tensorrt-stubs.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refresh the lock files from pyproject.toml's ranges and requirements/*.in (needs uv: pip install uv)
+lock:
+	for v in $(LOCK_PYTHONS); do \
+	  uv pip compile pyproject.toml requirements/lock.in --extra test --generate-hashes --upgrade --quiet \
+	    --python-version $$v --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+	    -o requirements/py$$v.txt || exit 1; \
+	done
+	uv pip compile requirements/tensorrt-stubs.in --no-deps --generate-hashes --upgrade --quiet \
+	  --custom-compile-command "make lock" -o requirements/tensorrt-stubs.txt
+
+# The suite against the newest releases pyproject.toml's ranges allow (no lock), in its own virtualenv, so
+# that drift is seen before users see it. PIP_CONFIG_FILE=/dev/null: a machine-wide pip configuration
+# (this project's machines cap torch there) must not hide newer releases.
+test-latest: browser
+	test -x $(LATEST_VENV)/bin/python || $(PYTHON) -m venv $(LATEST_VENV)
+	PIP_CONFIG_FILE=/dev/null $(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	PIP_CONFIG_FILE=/dev/null $(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+	PIP_CONFIG_FILE=/dev/null $(LATEST_VENV)/bin/python -m pip install --quiet --upgrade --no-deps "tensorrt-stubs>=10,<11"
+	$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE "^(torch|torchvision|numpy|onnx|onnxruntime|onnxscript)=="
+	$(LATEST_VENV)/bin/python -m pytest -q
 
 demo: venv
 	$(VENV)/bin/maskrcnn-deploy demo --out $(DEMO_OUT)
@@ -45,4 +74,4 @@ test: venv browser
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf out build *.egg-info
+	rm -rf out build *.egg-info $(LATEST_VENV)

@@ -24,11 +24,7 @@ from pathlib import Path
 
 from maskrcnn_deploy.runtime.exit_codes import (EXIT_BACKEND_UNAVAILABLE, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR,
                                                 EXIT_INTERRUPTED, EXIT_OK, EXIT_PARITY_FAILURE,
-                                                BackendUnavailableError)
-
-
-class UsageError(Exception):
-    """A problem with what the user passed; printed as one line, exit code 2."""
+                                                BackendUnavailableError, UsageError)
 
 
 # ----------------------------------------------------------------------------- data
@@ -306,4 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m maskrcnn_deploy.runtime.cli`: run the imported module's main, the same one the
+    # `maskrcnn-deploy` script runs, so there is one copy of this module's state whichever way it starts
+    from maskrcnn_deploy.runtime.cli import main as installed_main
+
+    sys.exit(installed_main())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskrcnn_deploy.runtime.cli import UsageError
+from maskrcnn_deploy.runtime.exit_codes import UsageError
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

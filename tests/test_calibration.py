@@ -25,7 +25,7 @@ from maskrcnn_deploy.calibration.ranges import collect_ranges, entropy_threshold
 from maskrcnn_deploy.calibration.trt_cache import read_calibration_cache, trt_version_number, write_calibration_cache
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
-from maskrcnn_deploy.runtime import load, parity
+from maskrcnn_deploy.runtime import load
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.coco import ImageLoadError
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
@@ -321,16 +321,64 @@ def test_qdq_placement_follows_tensorrt_rules(flow):
     assert len(adds) >= 8
 
 
-def test_int8_graphs_run_and_the_budget_graph_passes_int8_parity(flow):
-    """The graph `calibrate` ships under an AP budget passes the parity checker's int8 preset against the
-    float graph. The all-INT8 graph runs and changes the math; on this random model its detections
-    reorder (see test_budget_search_ships_the_graph_it_measured), so only its run is checked here:
-    test_quantized_conv_matches_hand_computed_fake_quantization checks its arithmetic."""
+def _same_box_mask_flips(ref: list[dict], test: list[dict], max_px: float = 1.0) -> np.ndarray:
+    """For each reference detection that the test side reproduces (same label, every raw box corner within
+    `max_px` model-input pixels), the fraction of its 28x28 mask pixels whose side of 0.5 differs.
+
+    Same box means the same RoIAlign window, so this measures the mask head's arithmetic alone: it does not
+    move with NMS or score-threshold flips elsewhere, nor with small box shifts that decorrelate a random
+    model's speckled masks once pasted (the cause of the p5 mask IoU of 0.03 seen with torch 2.14.1)."""
+    flips = []
+    for r, t in zip(ref, test):
+        nr, nt = int(r["raw"]["num_detections"]), int(t["raw"]["num_detections"])
+        r_boxes, t_boxes = r["raw"]["boxes"].reshape(-1, 4), t["raw"]["boxes"].reshape(-1, 4)[:nt]
+        r_masks, t_masks = r["raw"]["masks"].reshape(-1, 28, 28) > 0.5, t["raw"]["masks"].reshape(-1, 28, 28) > 0.5
+        t_labels = t["raw"]["labels"].ravel()[:nt]
+        for i in range(nr):
+            same = (np.abs(t_boxes - r_boxes[i]).max(axis=1) < max_px) & (t_labels == r["raw"]["labels"].ravel()[i])
+            if same.any():
+                flips.append(np.mean(r_masks[i] != t_masks[int(np.argmax(same))]))
+    return np.array(flips)
+
+
+def _with_mask_head_scales_on_the_wrong_channels(path, out):
+    """A copy of a Q/DQ graph whose four mask-head convs dequantize each output channel with another
+    channel's weight scale (the per-channel scales reversed): INT8 arithmetic that really breaks masks."""
+    model = onnx.load(str(path))
+    scales = [i for i in model.graph.initializer if i.name.startswith("roi_heads.mask_head.")
+              and i.name.endswith(".weight_scale")]
+    assert len(scales) == 4
+    for init in scales:
+        init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init)[::-1].copy(), init.name))
+    onnx.save(model, str(out))
+    return out
+
+
+def test_int8_graphs_run_and_keep_the_mask_head_arithmetic(flow):
+    """The shipped graphs run, and INT8 does not break masks: where the budget graph reproduces a detection's
+    box (the same RoIAlign window), its 28x28 mask agrees with the float graph's on >= 97% of pixels.
+
+    What is asserted is what stays stable on a random model. Its masks are speckle (a median 3% of mask
+    pixels are interior), so after pasting, a box that moves a few pixels under INT8 - or a different box
+    picked among near-tied low scores by NMS - gives a mask IoU near 0; that made a full parity verdict here
+    depend on the torch version the resolver picked (p5 mask IoU 0.03 with torch 2.14.1). Measured on the
+    same-box detections: 1.5% of pixels flip (max 4.7%, 99 of 120 detections); with the mask-head convs'
+    per-channel weight scales reversed, 9.0% (max 14%): the second half checks that the assertion fails then.
+    The parity checker's int8 preset is exercised on trained models (demo, bench/precision_table.py)."""
     ref = load(flow["fp32"]).predict(flow["val_images"])
-    report = parity.check_parity(ref, load(flow["budget"]).predict(flow["val_images"]), parity.tolerances_from("int8"))
-    print("\n" + "\n".join(report.summary_lines()))
-    assert report.passed, report.failures
-    assert report.ref_detections >= 20
+    budget = load(flow["budget"]).predict(flow["val_images"])
+    flips = _same_box_mask_flips(ref, budget)
+    print(f"\nbudget graph: {len(flips)} of {sum(len(d['scores']) for d in ref)} detections with the same box; "
+          f"mask pixels flipped: mean {flips.mean():.4f}, max {flips.max():.4f}")
+    assert sum(len(d["scores"]) for d in ref) >= 60 and len(flips) >= 50
+    assert flips.mean() <= 0.03 and flips.max() <= 0.10
+    # the assertion fails when INT8 really breaks the mask head (the budget run leaves it in INT8)
+    broken = _with_mask_head_scales_on_the_wrong_channels(flow["budget"], flow["root"] / "broken_mask_head.onnx")
+    broken_flips = _same_box_mask_flips(ref, load(broken).predict(flow["val_images"]))
+    print(f"mask-head weight scales on the wrong channels: mask pixels flipped: mean {broken_flips.mean():.4f}")
+    assert len(broken_flips) >= 50 and broken_flips.mean() > 0.05
+    # the all-INT8 graph runs and changes the math (test_quantized_conv_matches_hand_computed_fake_quantization
+    # checks its arithmetic)
     test = load(flow["int8"]).predict(flow["val_images"])
     assert sum(len(d["scores"]) for d in test) > 0
     raw_ref = np.concatenate([d["raw"]["masks"].ravel() for d in ref])
