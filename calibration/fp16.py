@@ -31,7 +31,8 @@ adds what it lacks (each seen on the exported graph):
       large values): those casts are removed
     - it clips weights to 1e4 by default: max_finite_val is float16's 65504 (the range rule holds)
 MultiLevelRoIAlign keeps float32 inputs and outputs: ONNX Runtime runs it as an onnxruntime-extensions
-PyOp declared float32-only (runtime/onnx_backend.py); the TensorRT plugin will accept float16 later.
+PyOp declared float32-only (runtime/onnx_backend.py). Its rois must stay float32 in any case (docs/ops.md:
+the TensorRT plugin takes float16 maps, never float16 rois).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 
 onnxruntime's QDQQuantizer inserts the pairs; this module fixes the policy:
     - symmetric int8 everywhere: zero point 0, scale = amax / 127 (range [-127, 127])
-    - weights of Conv / Gemm / ConvTranspose per output channel; biases stay float (TensorRT
-      folds them; an int32 bias would not survive its fusions)
+    - weights of Conv / Gemm / ConvTranspose per channel, on the axis TensorRT accepts for each
+      (WEIGHT_AXES); biases stay float (TensorRT folds them; an int32 bias would not survive its fusions)
     - activations per tensor on the inputs of each quantized layer, and on its output, which is the
       next layer's input (Conv -> Q -> DQ -> Relu ... ; ONNX Runtime needs DQ-Conv-Q units to run
       the convolution in int8, TensorRT fuses the same units)
@@ -23,9 +23,23 @@ import onnx
 
 from maskrcnn_deploy.calibration.graph import GLUE_OPS, WEIGHTED_OPS, PrecisionError
 
-__all__ = ["quantize_qdq", "QDQ_OP_TYPES", "activation_scales"]
+__all__ = ["quantize_qdq", "QDQ_OP_TYPES", "WEIGHT_AXES", "activation_scales"]
 
 QDQ_OP_TYPES = (*WEIGHTED_OPS, *GLUE_OPS)
+
+# The per-channel axis of each weighted op's weight DequantizeLinear, as TensorRT accepts it:
+#   Conv           [K, C/g, kH, kW]: axis 0, the output channels (NvInfer.h, IQuantizeLayer: "a 4D KCRS
+#                  weights input and K (dimension 0) as the quantization axis")
+#   ConvTranspose  [C_in, K/g, kH, kW]: axis 0 as well, the INPUT channels. TensorRT's deconvolution kernels
+#                  take per-channel scales only there: "We don't support per-output-channel quant for
+#                  ConvTranspose" (NVIDIA/TensorRT#2380; #1694: axis 1 gives wrong results), and NVIDIA's
+#                  pytorch-quantization uses axis 0 for ConvTranspose. ONNX Runtime's quantizer takes
+#                  axis 1 (its output channels) and ignores QDQOpTypePerChannelSupportToAxis for Conv and
+#                  ConvTranspose (onnxruntime 1.32, operators/conv.py), hence a per-weight TensorQuantOverrides.
+#   Gemm           B [K, N], or [N, K] with transB=1: the output-channel axis N, which ONNX Runtime already
+#                  picks (1, or 0 with transB=1), so nothing is overridden.
+# conv5_mask on axis 0, per tensor or in float, measured on seeded models: docs/tensorrt.md (INT8 weight axes).
+WEIGHT_AXES = {"ConvTranspose": 0}
 
 
 def quantize_qdq(model: onnx.ModelProto, amax: dict[str, float], nodes: list[str]) -> onnx.ModelProto:
@@ -50,7 +64,8 @@ def quantize_qdq(model: onnx.ModelProto, amax: dict[str, float], nodes: list[str
                              "calibrate with the same graph")
     quantizer = QDQQuantizer(inferred, True, False, QuantType.QInt8, QuantType.QInt8, ranges, list(nodes), None,
                              list(QDQ_OP_TYPES), {"ActivationSymmetric": True, "WeightSymmetric": True,
-                                                  "QuantizeBias": False})
+                                                  "QuantizeBias": False,
+                                                  "TensorQuantOverrides": _weight_axis_overrides(model, nodes)})
     quantizer.quantize_model()
     quantizer.model.topological_sort()  # the inserted Q/DQ nodes are appended at the end
     quantized = quantizer.model.model
@@ -60,6 +75,13 @@ def quantize_qdq(model: onnx.ModelProto, amax: dict[str, float], nodes: list[str
     quantized.ClearField("metadata_props")
     quantized.metadata_props.extend(kept)
     return quantized
+
+
+def _weight_axis_overrides(model: onnx.ModelProto, nodes: list[str]) -> dict[str, list[dict]]:
+    """ONNX Runtime's per-tensor overrides putting each WEIGHT_AXES op's weight on its TensorRT axis."""
+    initializers, quantized = {i.name for i in model.graph.initializer}, set(nodes)
+    return {n.input[1]: [{"axis": WEIGHT_AXES[n.op_type]}] for n in model.graph.node
+            if n.name in quantized and n.op_type in WEIGHT_AXES and n.input[1] in initializers}
 
 
 def _remove_pairs_read_only_by_float_nodes(graph: onnx.GraphProto, quantized: set[str]) -> None:

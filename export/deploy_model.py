@@ -30,6 +30,10 @@ __all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks", "num_detections")
 _INVALID = -1.0  # score of a dropped candidate; every threshold below is >= 0
 FPN_SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]  # P2..P5 (the backbone's strides)
+# TensorRT's INMSLayer (what an ONNX NonMaxSuppression becomes) considers only the K highest-scoring boxes
+# per image, "K is 2000 for SM 5.3 and 6.2 devices, and 5000 otherwise" (NvInfer.h, INMSLayer, TensorRT
+# 10.14 and 11.1); the box-head NMS takes at most this many candidates, so every backend sees the same ones.
+NMS_MAX_CANDIDATES = 5000
 
 
 def _clip(boxes: Tensor, image_sizes: Tensor) -> Tensor:
@@ -109,6 +113,9 @@ class DeployMaskRCNN(nn.Module):
         scores, boxes, levels = torch.cat(scores, 1), _clip(torch.cat(boxes, 1), image_sizes), torch.cat(levels, 1)
         ok = torch.cat(ok, 1) & _big_enough(boxes, cfg.rpn_min_size) & (scores >= cfg.rpn_score_thresh)
         scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
+        if scores.shape[1] > NMS_MAX_CANDIDATES:  # P*(K-1) candidates, e.g. 1000*80 for COCO
+            scores, best = scores.topk(NMS_MAX_CANDIDATES, dim=1)     # [B,5000], sorted by score
+            boxes, labels = _gather(boxes, best), torch.gather(labels, 1, best)
         keep = nms_keep(offset_by_class(boxes, levels), scores, cfg.rpn_nms_thresh, _INVALID)
         scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
         post_n = min(cfg.rpn_post_nms_top_n_test, scores.shape[1])
@@ -136,6 +143,9 @@ class DeployMaskRCNN(nn.Module):
         ok = proposal_ok[:, :, None].expand(B, P, K - 1).reshape(B, -1) & _big_enough(boxes, 1e-2) \
             & (scores > cfg.box_score_thresh)
         scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
+        if scores.shape[1] > NMS_MAX_CANDIDATES:  # P*(K-1) candidates, e.g. 1000*80 for COCO
+            scores, best = scores.topk(NMS_MAX_CANDIDATES, dim=1)     # [B,5000], sorted by score
+            boxes, labels = _gather(boxes, best), torch.gather(labels, 1, best)
         keep = nms_keep(offset_by_class(boxes, labels), scores, cfg.box_nms_thresh, cfg.box_score_thresh)
         scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
         n = min(self.max_detections, scores.shape[1])

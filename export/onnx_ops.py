@@ -47,7 +47,8 @@ def register_schema() -> None:
     """Register the MultiLevelRoIAlign OpSchema in this process (idempotent)."""
     if onnx.defs.has(OP_TYPE, DOMAIN):
         return
-    inputs = [OpSchema.FormalParameter("rois", "T", "[R,5] (batch_index, x1, y1, x2, y2), input pixels")]
+    inputs = [OpSchema.FormalParameter("rois", "tensor(float)", "[R,5] (batch_index, x1, y1, x2, y2), input "
+                                       "pixels, float32 whatever T is (docs/ops.md)")]
     inputs += [OpSchema.FormalParameter(f"p{i}", "T", f"P{i} features [B,C,H/{2 ** i},W/{2 ** i}]") for i in range(2, 6)]
     schema = OpSchema(
         OP_TYPE, DOMAIN, OP_VERSION,

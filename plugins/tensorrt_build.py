@@ -6,10 +6,13 @@
 
 or from a shell: `python -m maskrcnn_deploy.plugins.tensorrt_build [BUILD_DIR] [--cuda-archs "80;90"]`.
 
-Needs cmake (>= 3.18), nvcc and TensorRT 10.x headers, taken from the first of: the `tensorrt_root`
-argument (its include/), $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT (its include/), the copy of the headers that
-kernel-lens ships (`pip install kernel-lens`, part of the test extra). libnvinfer is never linked: the
-library references no TensorRT symbol and is loaded into a process that already runs TensorRT.
+Needs cmake (>= 3.18), nvcc and TensorRT 10.x or 11.x headers, taken from the first of: the `tensorrt_root`
+argument (its include/), $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT (its include/), the copy of the 10.x headers
+that kernel-lens ships (`pip install kernel-lens`, part of the test extra). libnvinfer is never linked: the
+library references no TensorRT symbol and is loaded into a process that already runs TensorRT. The library
+works only with the TensorRT major of its headers (plugins/tensorrt/plugin_library.cpp), so the build
+refuses headers of another major than the installed `tensorrt` Python package's (pip's TensorRT wheels
+ship no headers: take them from NVIDIA's TensorRT tar/deb packages of that major).
 The GPU architectures default to 75;80;86;87;89;90 (Turing to Hopper, Jetson Orin = 87) with PTX of the
 last; $MASKRCNN_DEPLOY_TRT_CUDA_ARCHS or `cuda_archs` overrides them. $MASKRCNN_DEPLOY_BUILD_JOBS sets
 the parallel compile jobs (default 2).
@@ -18,6 +21,7 @@ the parallel compile jobs (default 2).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -30,7 +34,8 @@ from pathlib import Path
 from .build_native import find_nvcc
 
 __all__ = ["PluginBuild", "PluginBuildError", "build_plugin", "build_plugin_library", "default_plugin_library",
-           "harness_path", "tensorrt_include_dir", "DEFAULT_CUDA_ARCHS", "LIBRARY_NAME"]
+           "harness_path", "header_tensorrt_major", "installed_tensorrt_version", "plugin_tensorrt_major",
+           "tensorrt_include_dir", "DEFAULT_CUDA_ARCHS", "LIBRARY_NAME"]
 
 SOURCE_DIR = Path(__file__).resolve().parent / "tensorrt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +44,8 @@ HARNESS_NAME = "mrd_trt_plugin_harness"
 DEFAULT_CUDA_ARCHS = "75;80;86;87;89;90"
 ENV_LIBRARY = "MASKRCNN_DEPLOY_TRT_PLUGIN"
 MIN_CMAKE = (3, 18)
+# written into the library by plugin_library.cpp (kBuiltForMarker)
+_BUILT_FOR = re.compile(rb"maskrcnn_deploy TensorRT plugin built for TensorRT major (\d+);")
 
 
 class PluginBuildError(RuntimeError):
@@ -87,6 +94,52 @@ def tensorrt_include_dir(tensorrt_root: str | None = None) -> Path:
                            "or `pip install kernel-lens` (the test extra), which ships the TensorRT 10.x headers")
 
 
+def header_tensorrt_major(include: Path) -> int:
+    """The TensorRT major of the headers in `include` (NvInferVersion.h: TRT_MAJOR_ENTERPRISE in 10.x and 11.x)."""
+    version_h = Path(include) / "NvInferVersion.h"
+    text = version_h.read_text(errors="replace") if version_h.is_file() else ""
+    found = re.search(r"#define\s+(?:TRT_MAJOR_ENTERPRISE|NV_TENSORRT_MAJOR)\s+(\d+)", text)
+    if found is None:
+        raise PluginBuildError(f"{version_h} does not define the TensorRT major version: point TENSORRT_ROOT or "
+                               "TENSORRT_INCLUDE_DIR at a complete TensorRT 10 or 11 include folder")
+    return int(found.group(1))
+
+
+def installed_tensorrt_version() -> str | None:
+    """The version of NVIDIA's `tensorrt` Python package from its metadata (not imported), None when absent.
+
+    The distribution that provides the `tensorrt` module (tensorrt-cu12, ...; tensorrt-stubs does not
+    count), else the `tensorrt` meta-package.
+    """
+    names = [n for n in importlib.metadata.packages_distributions().get("tensorrt", []) if "stubs" not in n.lower()]
+    for name in names + ["tensorrt"]:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def plugin_tensorrt_major(library: Path) -> int | None:
+    """The TensorRT major a built plugin library is for, read from its file without loading it (loading
+    it into a process with TensorRT would register it); None when the file records none."""
+    found = _BUILT_FOR.search(Path(library).read_bytes())
+    return int(found.group(1)) if found else None
+
+
+def _check_header_major(include: Path) -> None:
+    """Refuse headers of another major than the installed TensorRT's (the library would not work with it)."""
+    installed = installed_tensorrt_version()
+    if installed is None:
+        return  # no TensorRT here: the library is for the headers' major
+    head = installed.split(".", 1)[0]
+    headers, running = header_tensorrt_major(include), int(head) if head.isdigit() else None
+    if running is not None and headers != running:
+        raise PluginBuildError(f"the TensorRT headers in {include} are TensorRT {headers}, the installed tensorrt "
+                               f"package is {installed}: point TENSORRT_ROOT (or TENSORRT_INCLUDE_DIR) at TensorRT "
+                               f"{running} headers (NVIDIA's tar/deb packages; pip wheels ship none)")
+
+
 def _cmake() -> str:
     cmake = shutil.which("cmake")
     if cmake is None:
@@ -123,6 +176,7 @@ def build_plugin(build_dir: Path, tensorrt_root: str | None = None, cuda_archs: 
     if nvcc is None:
         raise PluginBuildError("nvcc not found: install the CUDA toolkit (12.x or 13.x) and put nvcc on PATH or set CUDA_HOME")
     include = tensorrt_include_dir(tensorrt_root)
+    _check_header_major(include)
     archs = _cuda_archs(cuda_archs)
     jobs = jobs or int(os.environ.get("MASKRCNN_DEPLOY_BUILD_JOBS", "2"))
     build_dir.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ Ops (namespace `maskrcnn_deploy`):
             -> [K, C, oh, ow]; each roi pools from its FPN level in one pass (torchvision's level rule).
   multilevel_roi_align_backward(grad [K,C,oh,ow], rois, features, ...) -> grads like features.
 
-rois are (batch_index, x1, y1, x2, y2) in input pixels; sampling_ratio 0 = adaptive; mode "avg" | "max".
-CPU: float32/float64 (threaded); CUDA: float32/float16 with float32 accumulation. The fake kernels let
+rois are (batch_index, x1, y1, x2, y2) in input pixels, float32 (float64 with float64 features);
+sampling_ratio 0 = adaptive; mode "avg" | "max". Features: CPU float32/float64 (threaded); CUDA
+float32/float16 with float32 accumulation. The fake kernels let
 torch.export and the ONNX exporter trace through the ops without running them.
 """
 
@@ -24,6 +25,12 @@ __all__ = ["roi_align", "multilevel_roi_align", "fpn_levels"]
 
 _SUPPORTED = {"cpu": (torch.float32, torch.float64), "cuda": (torch.float32, torch.float16)}
 _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.float64: "float64"}
+
+
+def _rois_dtype(features_dtype: torch.dtype) -> torch.dtype:
+    """rois are float32 for float32 and float16 features (docs/ops.md); float64 features (CPU, for gradcheck)
+    take float64 rois."""
+    return torch.float64 if features_dtype == torch.float64 else torch.float32
 
 
 def _check_inputs(rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
@@ -41,12 +48,15 @@ def _check_inputs(rois: Tensor, features: list[Tensor], output_height: int, outp
             raise ValueError(f"feature map {i} must be 4-D [B, C, H, W], got shape {tuple(f.shape)}")
         if f.shape[:2] != first.shape[:2]:
             raise ValueError(f"feature map {i} has batch/channels {tuple(f.shape[:2])}, map 0 has {tuple(first.shape[:2])}")
-        if f.dtype != rois.dtype or f.device != rois.device:
-            raise ValueError(f"features ({f.dtype}, {f.device}) and rois ({rois.dtype}, {rois.device}) "
-                             "must share dtype and device")
+        if f.dtype != first.dtype or f.device != rois.device:
+            raise ValueError(f"feature map {i} ({f.dtype}, {f.device}) must share the dtype of map 0 ({first.dtype}) "
+                             f"and the device of rois ({rois.device})")
     if first.device.type not in _SUPPORTED or first.dtype not in _SUPPORTED[first.device.type]:
         raise ValueError(f"RoIAlign on {first.device.type} supports "
                          f"{[str(d) for d in _SUPPORTED.get(first.device.type, ())]}, got {first.dtype}")
+    if rois.dtype != _rois_dtype(first.dtype):
+        raise ValueError(f"rois must be {_rois_dtype(first.dtype)} for {first.dtype} features, got {rois.dtype} "
+                         "(float16 box corners >= 1024 px move in 1-pixel steps): pass rois.float()")
     if output_height < 1 or output_width < 1:
         raise ValueError(f"output size must be positive, got {output_height}x{output_width}")
     if sampling_ratio < 0:

@@ -2,7 +2,7 @@
 
     maskrcnn-deploy build model.onnx -o model.engine [--plugin lib.so] [--timing-cache t.cache]
                           [--min-shape images:1x3x800x800 --opt-shape ... --max-shape ...]
-                          [--workspace-mib 4096] [--opt-level 3]
+                          [--workspace-mib 4096] [--opt-level 3] [--tf32]
         TensorRT 10 weakly typed only: [--no-strongly-typed] [--precision fp16|int8]
                           [--calibration-cache model.int8.cache] [--precision-report model.int8.precision.json]
 
@@ -24,9 +24,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         precision_constraints=args.precision_constraints, min_shapes=parse_shape_specs(args.min_shape),
         opt_shapes=parse_shape_specs(args.opt_shape), max_shapes=parse_shape_specs(args.max_shape),
         timing_cache=args.timing_cache, workspace_mib=args.workspace_mib, opt_level=args.opt_level,
-        verbose=args.verbose)
+        tf32=args.tf32, verbose=args.verbose)
     meta = build_engine(args.onnx, args.output, options)
-    print(f"engine: {args.output} (TensorRT {meta.tensorrt_version}, {meta.gpu_name}, precision {meta.precision})")
+    print(f"engine: {args.output} (TensorRT {meta.tensorrt_version}, {meta.gpu_name}, precision {meta.precision}, "
+          f"TF32 {'allowed' if meta.tf32 else 'off'})")
     return 0
 
 
@@ -57,5 +58,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bu.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit in MiB")
     bu.add_argument("--opt-level", type=int, choices=range(6), default=None, metavar="0-5",
                     help="builder optimization level (TensorRT default 3)")
+    bu.add_argument("--tf32", action="store_true",
+                    help="fp32 engines: allow TF32 math (faster on Ampere and later, 10-bit mantissa products); "
+                         "without it an fp32 build clears TensorRT's default TF32 flag")
     bu.add_argument("--verbose", action="store_true", help="TensorRT's INFO log")
     bu.set_defaults(func=cmd_build)

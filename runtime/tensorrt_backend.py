@@ -24,7 +24,7 @@ import torch
 
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.runtime.predictor import METADATA_KEY, Predictor, PredictorError
-from maskrcnn_deploy.runtime.tensorrt_build import load_plugin_library, make_logger
+from maskrcnn_deploy.runtime.tensorrt_build import init_builtin_plugins, load_plugin_library, make_logger
 from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, RuntimeEnvironment, TensorRTError,
                                                    check_compatibility, check_plugin, read_metadata, rebuild_hint,
                                                    require_cuda, require_tensorrt, verify_engine_file)
@@ -87,10 +87,11 @@ class TensorRTPredictor(Predictor):
         require_tensorrt(trt)
         gpu_name, capability = require_cuda()
         check_compatibility(meta, RuntimeEnvironment(str(trt.__version__), gpu_name, capability))
-        if plugin_path is not None and meta.plugin_sha256 is not None:
-            load_plugin_library(plugin_path)
         self.meta = meta
         self.logger = make_logger(verbose)
+        init_builtin_plugins(self.logger)  # an engine from a standard RoiAlign graph holds ROIAlign_TRT
+        if plugin_path is not None and meta.plugin_sha256 is not None:
+            load_plugin_library(plugin_path)
         self.runtime = trt.Runtime(self.logger)
         engine: trt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:

@@ -4,17 +4,20 @@
 
 Steps (TensorRT 10.x and 11.x Python API):
 1. check the graph, the plugin library and the options before TensorRT is loaded (tensorrt_plan.py);
-2. load the plugin library into TensorRT's plugin registry (`IPluginRegistry.load_library`);
+2. register TensorRT's built-in plugins (`init_libnvinfer_plugins`: the parser imports a standard RoiAlign
+   node as ROIAlign_TRT from that registry), then, after checking that it was built for this TensorRT
+   major, load our plugin library into the registry (`IPluginRegistry.load_library`);
 3. create a network (strongly typed: always on TensorRT 11, where the flag is gone; on TensorRT 10
    when the graph carries its precision or --strongly-typed), parse the ONNX file (errors name nodes);
 4. configure: optimization profile for dynamic inputs, workspace limit, optimization level, timing
-   cache, and on TensorRT 10's weakly typed path the FP16/INT8 flags, a calibrator that only reads
-   the `calibrate` cache, and layer precisions from a precision report;
+   cache, TF32 off for fp32 engines unless --tf32, and on TensorRT 10's weakly typed path the FP16/INT8
+   flags, a calibrator that only reads the `calibrate` cache, and layer precisions from a precision report;
 5. build with a progress monitor, write the engine and `<engine>.json` (tensorrt_meta.py).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -24,8 +27,8 @@ from typing import Any
 
 from maskrcnn_deploy.runtime.files import atomic_write
 from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, TensorRTError, TensorRTUnavailableError,
-                                                   package_version, require_cuda, require_tensorrt, sha256_file,
-                                                   trt_major, write_metadata)
+                                                   check_plugin_major, package_version, require_cuda,
+                                                   require_tensorrt, sha256_file, trt_major, write_metadata)
 from maskrcnn_deploy.runtime.tensorrt_plan import (CUSTOM_OP, BuildOptions, BuildPlan, inspect_graph,
                                                    onnx_node_of_layer, plan_build, resolve_profile)
 
@@ -34,9 +37,14 @@ try:  # NVIDIA's bindings; tensorrt-stubs alone imports as an empty namespace (r
 except (ImportError, OSError):  # not installed, or its CUDA libraries are missing
     trt = None  # type: ignore[assignment]
 
-__all__ = ["build_engine", "BuildOptions", "resolve_plugin", "load_plugin_library", "make_logger"]
+__all__ = ["build_engine", "BuildOptions", "init_builtin_plugins", "resolve_plugin", "load_plugin_library",
+           "make_logger"]
 
 _LOADED_PLUGINS: dict[str, Any] = {}   # library SHA-256 -> handle returned by load_library
+_BUILTIN_PLUGINS: list[bool] = []      # [True] once TensorRT's built-in plugins are registered
+# read by the plugin library's load-time constructor (plugins/tensorrt/plugin_library.cpp): "0" leaves the
+# registration to load_library, which registers the creator getCreators hands out
+REGISTER_AT_LOAD_ENV = "MASKRCNN_DEPLOY_TRT_REGISTER_AT_LOAD"
 _PLUGIN_BUILD_HINT = ("build it with `python -m maskrcnn_deploy.plugins.tensorrt_build` (docs/tensorrt.md), "
                       "or pass --plugin PATH")
 
@@ -71,13 +79,38 @@ def make_logger(verbose: bool = False) -> trt.ILogger:
     return trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
 
 
+def init_builtin_plugins(logger: trt.ILogger) -> None:
+    """Register TensorRT's own plugins (libnvinfer_plugin) once per process, before any parse or deserialize.
+
+    The ONNX parser imports a standard RoiAlign node (`export --roi-align standard`) as the ROIAlign_TRT
+    plugin, found in this registry, and an engine holding it needs it again to deserialize; NVIDIA's
+    samples call `trt.init_libnvinfer_plugins(logger, "")` first for this (samples/python/detectron2).
+    """
+    if _BUILTIN_PLUGINS:
+        return
+    if not trt.init_libnvinfer_plugins(logger, ""):
+        _log("warning: TensorRT's built-in plugins could not be registered (init_libnvinfer_plugins returned "
+             "False); graphs with a standard RoiAlign node will not parse or load")
+    _BUILTIN_PLUGINS.append(True)
+
+
 def load_plugin_library(path: Path) -> None:
-    """Register a plugin library's creators with TensorRT (once per process and library content)."""
+    """Register a plugin library's creators with TensorRT (once per process and library content), after
+    refusing a library compiled for another TensorRT major (it would register nothing)."""
+    check_plugin_major(path, str(trt.__version__))
     key = sha256_file(path)  # by content: TensorRT refuses to register the same creators twice
     if key in _LOADED_PLUGINS:
         return
     registry: trt.IPluginRegistry = trt.get_plugin_registry()
-    handle = registry.load_library(str(path.resolve()))
+    previous = os.environ.get(REGISTER_AT_LOAD_ENV)
+    os.environ[REGISTER_AT_LOAD_ENV] = "0"  # TensorRT registers the creator from getCreators, not the library
+    try:
+        handle = registry.load_library(str(path.resolve()))
+    finally:
+        if previous is None:
+            os.environ.pop(REGISTER_AT_LOAD_ENV, None)
+        else:
+            os.environ[REGISTER_AT_LOAD_ENV] = previous
     if handle is None:
         raise TensorRTError(f"TensorRT could not load plugin library {path} (see the TensorRT log above: it must "
                             "export getCreators and setLoggerFinder, be built for this TensorRT major version, and "
@@ -237,6 +270,8 @@ def _configure(builder: trt.Builder, network: trt.INetworkDefinition, options: B
         if config.add_optimization_profile(profile) < 0:
             raise TensorRTError(f"TensorRT rejected the optimization profile {profile_shapes}: check the shapes")
     _timing_cache(config, Path(options.timing_cache) if options.timing_cache is not None else None)
+    if not plan.tf32:  # TensorRT enables TF32 by default (NvInfer.h, BuilderFlag::kTF32)
+        config.clear_flag(trt.BuilderFlag.TF32)
     if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
     if plan.int8_flag:
@@ -274,6 +309,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     gpu_name, capability = require_cuda()
     t0 = time.monotonic()
     logger = make_logger(options.verbose)
+    init_builtin_plugins(logger)
     if plugin is not None:
         load_plugin_library(plugin)
     builder = trt.Builder(logger)
@@ -288,7 +324,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
     config, keep_alive = _configure(builder, network, options, plan, profile_shapes, dynamic)
     _log(f"TensorRT {version} on {gpu_name} (sm {capability}): {onnx_path.name}, "
          f"{'strongly typed' if plan.strongly_typed else 'weakly typed'}, precision {plan.precision} "
-         f"({plan.precision_source}); this takes minutes")
+         f"({plan.precision_source}), TF32 {'allowed' if plan.tf32 else 'off'}; this takes minutes")
     serialized = builder.build_serialized_network(network, config)
     del keep_alive
     if serialized is None:
@@ -300,7 +336,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, options: BuildO
             Path(options.timing_cache).write_bytes(bytes(timing.serialize()))
     meta = EngineMetadata(
         tensorrt_version=version, gpu_name=gpu_name, compute_capability=capability, precision=plan.precision,
-        precision_source=plan.precision_source, strongly_typed=plan.strongly_typed, input_profile=profile_shapes,
+        precision_source=plan.precision_source, strongly_typed=plan.strongly_typed, tf32=plan.tf32,
+        input_profile=profile_shapes,
         plugin_library=str(plugin) if plugin is not None else None,
         plugin_sha256=sha256_file(plugin) if plugin is not None else None,
         onnx_path=str(onnx_path), onnx_sha256=sha256_file(onnx_path), engine_sha256=sha256_file(engine_path),

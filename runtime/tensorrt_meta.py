@@ -7,7 +7,7 @@ runs with a different plugin. So `maskrcnn-deploy build` writes `model.engine.js
 
     {"schema": "maskrcnn_deploy.engine/1",
      "tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
-     "precision": "fp16", "precision_source": "graph" | "builder flags", "strongly_typed": true,
+     "precision": "fp16", "precision_source": "graph" | "builder flags", "strongly_typed": true, "tf32": false,
      "input_profile": {"images": {"min": [1,3,800,1344], "opt": [...], "max": [...]}, ...},
      "plugin_library": "/abs/libmaskrcnn_deploy_trt.so", "plugin_sha256": "...",   (null: no custom node)
      "onnx_path": "...", "onnx_sha256": "...", "engine_sha256": "...", "engine_bytes": 123,
@@ -31,8 +31,8 @@ from maskrcnn_deploy.runtime.files import file_digest, write_json
 
 __all__ = ["TensorRTError", "TensorRTUnavailableError", "EngineMetadata", "RuntimeEnvironment", "SCHEMA",
            "metadata_path", "sha256_file", "write_metadata", "read_metadata", "verify_engine_file",
-           "check_compatibility", "check_plugin", "is_real_tensorrt", "require_tensorrt", "require_cuda", "trt_major",
-           "package_version", "rebuild_hint", "NOT_INSTALLED"]
+           "check_compatibility", "check_plugin", "check_plugin_major", "is_real_tensorrt", "require_tensorrt",
+           "require_cuda", "trt_major", "package_version", "rebuild_hint", "NOT_INSTALLED"]
 
 SCHEMA = "maskrcnn_deploy.engine/1"
 NOT_INSTALLED = ("TensorRT is not installed (pip install tensorrt, or NVIDIA's TensorRT packages, on a machine with "
@@ -68,6 +68,7 @@ class EngineMetadata:
     package_version: str
     build_time_utc: str
     build_seconds: float
+    tf32: bool = True                          # TF32 math allowed for float32 (TensorRT's default; off for fp32 builds)
     builder: dict[str, Any] = field(default_factory=dict)
     onnx_metadata: dict[str, str] = field(default_factory=dict)
     schema: str = SCHEMA
@@ -120,7 +121,7 @@ def read_metadata(engine_path: str | Path) -> EngineMetadata:
         raise TensorRTError(f"{path} is not maskrcnn-deploy engine metadata (schema {found!r}, expected {SCHEMA!r}): "
                             f"{rebuild_hint()}")
     names = {f.name for f in dataclasses.fields(EngineMetadata)}
-    missing = sorted(n for n in names if n not in raw and n not in ("builder", "onnx_metadata", "schema"))
+    missing = sorted(n for n in names if n not in raw and n not in ("tf32", "builder", "onnx_metadata", "schema"))
     if missing:
         raise TensorRTError(f"{path} lacks {', '.join(missing)}: {rebuild_hint()}")
     return EngineMetadata(**{k: v for k, v in raw.items() if k in names})
@@ -168,6 +169,25 @@ def check_plugin(meta: EngineMetadata, plugin: str | Path | None) -> None:
     if found != meta.plugin_sha256:
         raise TensorRTError(f"plugin library {plugin} differs from the one the engine was built with (SHA-256 "
                             f"{found[:12]}... vs {meta.plugin_sha256[:12]}...): {rebuild_hint(meta)}")
+
+
+def check_plugin_major(plugin: str | Path, tensorrt_version: str) -> None:
+    """Refuse a plugin library compiled for another TensorRT major than `tensorrt_version`'s.
+
+    The library works only with the major of its headers (plugins/tensorrt/plugin_library.cpp); it
+    records that major in its file, read here without loading the library.
+    """
+    from maskrcnn_deploy.plugins.tensorrt_build import plugin_tensorrt_major
+
+    built_for, running = plugin_tensorrt_major(Path(plugin)), trt_major(tensorrt_version)
+    fix = (f"rebuild it against TensorRT {running} headers: python -m maskrcnn_deploy.plugins.tensorrt_build "
+           f"--tensorrt-root <TensorRT {running} install> (docs/tensorrt.md)")
+    if built_for is None:
+        raise TensorRTError(f"plugin library {plugin} does not record the TensorRT major it was built for "
+                            f"(built before that was recorded, or not this package's plugin): {fix}")
+    if built_for != running:
+        raise TensorRTError(f"plugin library {plugin} was built for TensorRT {built_for}, this is TensorRT "
+                            f"{tensorrt_version}: {fix}")
 
 
 def is_real_tensorrt(module: ModuleType | None) -> bool:

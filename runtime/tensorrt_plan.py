@@ -48,6 +48,7 @@ class BuildOptions:
     timing_cache: str | Path | None = None    # loaded when it exists, written after the build
     workspace_mib: int | None = None          # builder workspace pool limit, MiB (None: TensorRT's default)
     opt_level: int | None = None              # builder optimization level 0..5 (None: TensorRT's default, 3)
+    tf32: bool = False                        # fp32 engines: allow TF32 math (TensorRT's default); off: strict fp32
     verbose: bool = False                     # TensorRT's INFO log instead of WARNING
 
     def record(self) -> dict[str, Any]:
@@ -76,6 +77,7 @@ class BuildPlan:
     int8_flag: bool = False          # TensorRT 10 weakly typed: BuilderFlag.INT8
     calibrator: str | None = None    # cache header algorithm -> which IInt8*Calibrator reads the cache
     layer_precisions: dict[str, str] = field(default_factory=dict)   # ONNX node -> fp32|fp16|int8
+    tf32: bool = True                # BuilderFlag.TF32 (on by default, NvInfer.h): cleared for fp32 without --tf32
 
 
 def inspect_graph(path: str | Path) -> GraphInfo:
@@ -212,7 +214,17 @@ def check_calibration_cache(path: str | Path, tensorrt_version: str) -> str:
 
 
 def plan_build(info: GraphInfo, options: BuildOptions, tensorrt_version: str) -> BuildPlan:
-    """Decide strongly typed or not and which precision APIs apply, refusing what this TensorRT cannot do."""
+    """Decide strongly typed or not and which precision APIs apply, refusing what this TensorRT cannot do.
+
+    TF32: TensorRT allows it for float32 math by default (BuilderFlag.TF32, "Enabled by default", NvInfer.h
+    of 10.14 and 11.1), so an fp32 engine would not be strict fp32; it is cleared unless --tf32 is given.
+    """
+    plan = _plan_precision(info, options, tensorrt_version)
+    plan.tf32 = options.tf32 or plan.precision != "fp32"
+    return plan
+
+
+def _plan_precision(info: GraphInfo, options: BuildOptions, tensorrt_version: str) -> BuildPlan:
     if options.precision not in PRECISIONS:
         raise TensorRTError(f"--precision must be one of {', '.join(PRECISIONS)}, got {options.precision!r}")
     if options.precision_constraints not in ("obey", "prefer"):

@@ -290,8 +290,9 @@ def test_qdq_placement_follows_tensorrt_rules(flow):
         assert q_weight.data_type == TensorProto.INT8
         scale = onnx.numpy_helper.to_array(init[dq_w.input[1]])
         zero = onnx.numpy_helper.to_array(init[dq_w.input[2]])
-        out_channels = q_weight.dims[1] if node.op_type == "ConvTranspose" else q_weight.dims[0]
-        assert scale.shape == (out_channels,) and not zero.any()  # per channel, symmetric
+        axis = next((a.i for a in dq_w.attribute if a.name == "axis"), 1)
+        # per channel on axis 0 (ConvTranspose too: TensorRT takes its weights per channel only there), symmetric
+        assert axis == 0 and scale.shape == (q_weight.dims[0],) and not zero.any()
         if len(node.input) > 2 and node.input[2]:  # bias stays float
             assert node.input[2] in init and init[node.input[2]].data_type == TensorProto.FLOAT
         dq_x = producer[node.input[0]]  # activation input: per-tensor symmetric int8

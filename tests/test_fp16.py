@@ -256,3 +256,28 @@ def test_region_op_types_have_float16_cpu_kernels(op):
     shape = [d.dim_value for d in x.type.tensor_type.shape.dim]
     (y,) = session.run(None, {"x": np.ones(shape, np.float16)})
     assert y.dtype == np.float16 and np.isfinite(y).all()
+
+
+def _roi_align_graph(rois_type: int, maps_type: int) -> onnx.ModelProto:
+    """One MultiLevelRoIAlign node with rois and P2..P5 of the given element types."""
+    node = helper.make_node("MultiLevelRoIAlign", ["rois", "p2", "p3", "p4", "p5"], ["pooled"],
+                            domain="maskrcnn_deploy",
+                            output_height=7, output_width=7, sampling_ratio=2, aligned=0,
+                            spatial_scales=[1 / 4, 1 / 8, 1 / 16, 1 / 32], canonical_scale=224.0, canonical_level=4,
+                            level_eps=1e-6, mode="avg")
+    inputs = [helper.make_tensor_value_info("rois", rois_type, [3, 5])]
+    inputs += [helper.make_tensor_value_info(f"p{i}", maps_type, [1, 8, 64 >> i, 64 >> i]) for i in range(2, 6)]
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("pooled", maps_type, [3, 8, 7, 7])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                   helper.make_opsetid("maskrcnn_deploy", 1)])
+
+
+def test_the_custom_op_takes_float32_rois_with_float16_maps_and_refuses_float16_rois():
+    # docs/ops.md: rois float32 always (float16 corners >= 1024 px move in 1-pixel steps), maps float32/float16
+    register_schema()
+    for maps in (TensorProto.FLOAT, TensorProto.FLOAT16):
+        model = onnx.shape_inference.infer_shapes(_roi_align_graph(TensorProto.FLOAT, maps), strict_mode=True)
+        onnx.checker.check_model(model, full_check=True)
+    with pytest.raises(onnx.shape_inference.InferenceError, match="rois typestr: tensor\\(float\\), has unsupported "
+                                                                  "type: tensor\\(float16\\)"):
+        onnx.checker.check_model(_roi_align_graph(TensorProto.FLOAT16, TensorProto.FLOAT16), full_check=True)

@@ -244,8 +244,13 @@ def test_threads_do_not_change_results():
     (lambda f, r: roi_align(f, r[:, :4], 7), "rois must be [K, 5]"),
     (lambda f, r: roi_align(f, r, 7, 1.0, -1), "sampling_ratio must be >= 0"),
     (lambda f, r: roi_align(f, r + torch.tensor([2.0, 0, 0, 0, 0]), 7), "batch indices span [2, 3]"),
-    (lambda f, r: roi_align(f, r.double(), 7), "must share dtype and device"),
-    (lambda f, r: roi_align(f.half(), r.half(), 7), "supports"),
+    (lambda f, r: roi_align(f, r.double(), 7), "rois must be torch.float32 for torch.float32 features, got "
+                                                "torch.float64"),
+    (lambda f, r: roi_align(f, r.half(), 7), "rois must be torch.float32 for torch.float32 features, got "
+                                              "torch.float16 (float16 box corners >= 1024 px move in 1-pixel steps)"),
+    (lambda f, r: roi_align(f.double(), r, 7), "rois must be torch.float64 for torch.float64 features"),
+    (lambda f, r: multilevel_roi_align([f, f.double()], r, 7, [0.25, 0.125]), "must share the dtype of map 0"),
+    (lambda f, r: roi_align(f.half(), r, 7), "supports"),
     (lambda f, r: roi_align(f, r, 0), "output size must be positive"),
     (lambda f, r: roi_align(f, r, 7, mode="median"), "mode must be"),
     (lambda f, r: multilevel_roi_align([f, f[:, :2]], r, 7, [0.25, 0.125]), "batch/channels"),
@@ -330,8 +335,11 @@ def test_cuda_matches_cpu_float32_and_float16(aligned, sampling):
     cpu = multilevel_roi_align(feats, rois, 7, SCALES, sampling, aligned)
     gpu = multilevel_roi_align([f.cuda() for f in feats], rois.cuda(), 7, SCALES, sampling, aligned)
     assert (gpu.cpu() - cpu).abs().max() <= 1e-5
-    half = multilevel_roi_align([f.cuda().half() for f in feats], rois.cuda().half(), 7, SCALES, sampling, aligned)
+    # float16 features take float32 rois (docs/ops.md): corners are not rounded to float16
+    half = multilevel_roi_align([f.cuda().half() for f in feats], rois.cuda(), 7, SCALES, sampling, aligned)
     assert half.dtype == torch.float16 and (half.float().cpu() - cpu).abs().max() <= 0.1
+    with pytest.raises(ValueError, match="rois must be torch.float32 for torch.float16 features"):
+        multilevel_roi_align([f.cuda().half() for f in feats], rois.cuda().half(), 7, SCALES, sampling, aligned)
     leaves = [f.cuda().requires_grad_() for f in feats]
     g = torch.randn_like(gpu)
     grads = torch.autograd.grad(multilevel_roi_align(leaves, rois.cuda(), 7, SCALES, sampling, aligned), leaves, g)

@@ -92,8 +92,10 @@ def test_harness_rejects_bad_attributes_with_a_precise_error(harness_run, case, 
 @pytest.mark.parametrize("check", [
     "serialization round trip (kRUNTIME) gives an equal plugin",
     "getOutputShapes: rois [R,5], p* [B,256,H,W] -> [R,256,14,7]",
-    "supportsFormatCombination accepts exactly all-float32 and all-float16 linear (of 10^6)",
-    "getOutputDataTypes float16 -> float16",
+    "supportsFormatCombination accepts exactly float32 rois with all-float32 or all-float16 maps and output, "
+    "linear (of 10^6)",
+    "getOutputDataTypes float32 rois, float16 maps -> float16",
+    "getOutputDataTypes rejects float16 rois",
     "getWorkspaceSize is 0",
     "configurePlugin rejects maps with different channel counts",
     "enqueue returns the core's error for an empty feature map",
@@ -113,19 +115,77 @@ def test_harness_enqueue_runs_on_a_gpu_and_is_skipped_without_one(harness_run):
 
 
 # ----------------------------------------------------------------------------- registration when loaded
+def registration_check(built, scenario: str, fake_version: str | None = None) -> subprocess.CompletedProcess:
+    """Run one scenario of harness/registration_check.cpp against the stand-in libnvinfer (fake_nvinfer.cpp),
+    which refuses a second registration and fails loadLibrary when a creator is already registered, as
+    TensorRT does; `fake_version` is what its getInferLibVersion() reports (default: the headers')."""
+    env = dict(os.environ, MRD_FAKE_TENSORRT_VERSION=fake_version or "")
+    major = tensorrt_build.plugin_tensorrt_major(built.library)
+    fake = built.library.parent / "fake_tensorrt" / f"libnvinfer.so.{major}"
+    return subprocess.run([str(built.library.parent / "mrd_trt_registration_check"), scenario, str(built.library),
+                           str(fake)],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
 @pytest.mark.parametrize("scenario, checks", [
     ("no-tensorrt", 6),   # opened before any TensorRT: registers nothing, getCreators still works
     ("ctypes", 8),        # import tensorrt (RTLD_LOCAL), then ctypes.CDLL / polygraphy --plugins
-    ("load-library", 4),  # trtexec --dynamicPlugins / IPluginRegistry::loadLibrary with libnvinfer linked
+    ("load-library", 5),  # trtexec --dynamicPlugins / IPluginRegistry::loadLibrary with libnvinfer linked
+    ("load-library-only", 3),  # the same with MASKRCNN_DEPLOY_TRT_REGISTER_AT_LOAD=0 (load_plugin_library)
 ])
 def test_library_registers_once_under_every_loader(built, scenario, checks):
-    # against a stand-in registry built as fake_tensorrt/libnvinfer.so.10 (harness/fake_nvinfer.cpp), which
-    # refuses a second registration and fails loadLibrary when a creator is already registered, as TensorRT does
-    run = subprocess.run([str(built.library.parent / "mrd_trt_registration_check"), scenario, str(built.library),
-                          str(built.library.parent / "fake_tensorrt" / "libnvinfer.so.10")],
-                         capture_output=True, text=True, timeout=60)
+    run = registration_check(built, scenario)
     assert run.returncode == 0 and lines(run, "FAIL") == [], run.stdout + run.stderr
     assert len(lines(run, "PASS")) == checks, run.stdout
+
+
+def test_get_creators_calls_no_registry_method_inside_load_library(built):
+    # issue 18 item 7: the load-time registration is not withdrawn from inside getCreators
+    run = registration_check(built, "load-library")
+    assert "load-library: getCreators withdrew nothing (no registry call inside loadLibrary)" in lines(run, "PASS"), \
+        run.stdout
+    assert "load-library: ... and registerCreator was called once (at load)" in lines(run, "PASS"), run.stdout
+
+
+@pytest.mark.parametrize("scenario", ["other-major-python", "other-major-trtexec"])
+@pytest.mark.parametrize("fake_version, shown", [("110100", "11.1.0"), ("90000", "9.0.0")])
+def test_library_makes_no_registry_call_into_another_major(built, scenario, fake_version, shown):
+    # a 10.x build in a process whose libnvinfer reports 11.1.0 (and, the other way round, an older major):
+    # vtable slots differ between majors, so the library must not call into that registry or logger
+    run = registration_check(built, scenario, fake_version)
+    assert run.returncode == 0 and lines(run, "FAIL") == [], run.stdout + run.stderr
+    assert len(lines(run, "PASS")) == 6, run.stdout
+    message = [line for line in run.stderr.splitlines() if "MultiLevelRoIAlign plugin library" in line]
+    assert message == [f"[E] MultiLevelRoIAlign plugin library: built for TensorRT 10 but this process runs "
+                       f"TensorRT {shown}; nothing registered. Rebuild it against TensorRT {shown.split('.')[0]} "
+                       f"headers (python -m maskrcnn_deploy.plugins.tensorrt_build --tensorrt-root <TensorRT "
+                       f"{shown.split('.')[0]} install>)"], run.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("MASKRCNN_DEPLOY_TEST_TRT11_INCLUDE"),
+                    reason="set MASKRCNN_DEPLOY_TEST_TRT11_INCLUDE to a TensorRT 11 include folder (e.g. from "
+                           "github.com/NVIDIA/TensorRT include/) to build the library for TensorRT 11 too")
+def test_tensorrt_11_build_makes_no_registry_call_into_tensorrt_10(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("TENSORRT_INCLUDE_DIR", os.environ["MASKRCNN_DEPLOY_TEST_TRT11_INCLUDE"])
+    monkeypatch.setattr(tensorrt_build, "installed_tensorrt_version", lambda: None)
+    built11 = tensorrt_build.build_plugin(tmp_path_factory.mktemp("trt11_plugin"), cuda_archs="75")
+    assert tensorrt_build.plugin_tensorrt_major(built11.library) == 11
+    harness = subprocess.run([str(built11.harness), str(built11.library)], capture_output=True, text=True, timeout=300)
+    assert harness.returncode == 0 and lines(harness, "FAIL") == [], harness.stdout
+    for scenario in ("no-tensorrt", "ctypes", "load-library"):
+        run = registration_check(built11, scenario)
+        assert run.returncode == 0 and lines(run, "FAIL") == [], run.stdout + run.stderr
+    run = registration_check(built11, "other-major-python", "101400")  # TensorRT 10.14.0 in the process
+    assert run.returncode == 0 and lines(run, "FAIL") == [] and "built for TensorRT 11 but this process runs " \
+        "TensorRT 10.14.0; nothing registered" in run.stderr, run.stdout + run.stderr
+
+
+def test_library_records_the_tensorrt_major_of_its_headers(built):
+    include = tensorrt_build.tensorrt_include_dir()
+    assert tensorrt_build.header_tensorrt_major(include) == 10  # kernel-lens ships the 10.x headers
+    assert tensorrt_build.plugin_tensorrt_major(built.library) == 10
+    library = ctypes.CDLL(str(built.library), mode=os.RTLD_NOW | os.RTLD_LOCAL)
+    assert library.mrdTensorRTMajor() == 10
 
 
 # ----------------------------------------------------------------------------- the library file
@@ -152,8 +212,8 @@ def test_library_holds_sass_for_each_architecture_and_ptx_of_the_last(built):
 @pytest.mark.skipif(shutil.which("nm") is None or shutil.which("readelf") is None, reason="binutils (nm, readelf) not found")
 def test_library_exports_only_the_entry_points_and_needs_no_tensorrt(built):
     defined = subprocess.run(["nm", "-D", "--defined-only", str(built.library)], capture_output=True, text=True, check=True)
-    assert sorted(line.split()[-1] for line in defined.stdout.splitlines() if line.strip()) == ["getCreators",
-                                                                                                "setLoggerFinder"]
+    assert sorted(line.split()[-1] for line in defined.stdout.splitlines() if line.strip()) == [
+        "getCreators", "mrdTensorRTMajor", "setLoggerFinder"]
     undefined = subprocess.run(["nm", "-D", "--undefined-only", str(built.library)], capture_output=True, text=True,
                                check=True).stdout
     assert "getPluginRegistry" not in undefined and "nvinfer" not in undefined.lower()
@@ -200,6 +260,39 @@ def test_build_errors_name_the_problem_and_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(tensorrt_build.shutil, "which", lambda name: None)
     assert "cmake not found: install CMake >= 3.18" in error()
     assert not (tmp_path / "build").exists()  # nothing is configured before the checks pass
+
+
+def test_build_refuses_headers_of_another_major_than_the_installed_tensorrt(monkeypatch, tmp_path):
+    (tmp_path / "include").mkdir()
+    (tmp_path / "include" / "NvInferRuntime.h").write_text("")
+    (tmp_path / "include" / "NvInferVersion.h").write_text("#define TRT_MAJOR_ENTERPRISE 10\n"
+                                                           "#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE\n")
+    monkeypatch.setattr(tensorrt_build, "installed_tensorrt_version", lambda: "11.1.0.106")
+    with pytest.raises(PluginBuildError) as caught:
+        tensorrt_build.build_plugin_library(tmp_path / "build", tensorrt_root=str(tmp_path))
+    assert str(caught.value) == (f"the TensorRT headers in {tmp_path / 'include'} are TensorRT 10, the installed "
+                                 "tensorrt package is 11.1.0.106: point TENSORRT_ROOT (or TENSORRT_INCLUDE_DIR) at "
+                                 "TensorRT 11 headers (NVIDIA's tar/deb packages; pip wheels ship none)")
+    assert not (tmp_path / "build").exists()
+    (tmp_path / "include" / "NvInferVersion.h").write_text("#define TRT_MAJOR_ENTERPRISE 11\n")
+    assert tensorrt_build.header_tensorrt_major(tmp_path / "include") == 11
+
+
+def test_installed_tensorrt_version_ignores_the_stubs(monkeypatch):
+    import importlib.metadata as metadata
+
+    versions = {"tensorrt-stubs": "10.13.0.35.1", "tensorrt_cu12": "11.1.0.106"}
+
+    def version(name: str) -> str:
+        if name not in versions:
+            raise metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(metadata, "version", version)
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {"tensorrt": ["tensorrt-stubs", "tensorrt_cu12"]})
+    assert tensorrt_build.installed_tensorrt_version() == "11.1.0.106"
+    monkeypatch.setattr(metadata, "packages_distributions", lambda: {"tensorrt": ["tensorrt-stubs"]})
+    assert tensorrt_build.installed_tensorrt_version() is None  # the stubs' tensorrt/ folder is not TensorRT
 
 
 def test_header_search_order(monkeypatch, tmp_path):

@@ -496,6 +496,7 @@ def test_engine_matches_onnxruntime(small_model, plugin_library, tmp_path, capsy
     meta = read_metadata(engine)
     assert meta.tensorrt_version == _trt.__version__ and meta.plugin_sha256 == sha256_file(plugin_library)
     assert meta.onnx_sha256 == sha256_file(static) and timing.stat().st_size > 0
+    assert meta.precision == "fp32" and meta.tf32 is False  # strict float32: TF32 cleared (no --tf32)
     assert meta.input_profile["images"]["min"] == meta.input_profile["images"]["max"] == [1, 3, 128, 160]
     trt_predictor, ort_predictor = load(engine), load(static)
     assert trt_predictor.backend == "tensorrt" and trt_predictor.input_size == (128, 160)

@@ -3,7 +3,8 @@
 //
 // Layouts (all contiguous, row-major):
 //   features of level l : [batch, channels, height_l, width_l]
-//   rois                : [num_rois, 5] = (batch_index, x1, y1, x2, y2) in input pixels, same dtype
+//   rois                : [num_rois, 5] = (batch_index, x1, y1, x2, y2) in input pixels, float32; float64 only
+//                         with float64 features (CPU). `dtype` arguments name the features' type.
 //   output              : [num_rois, channels, pooled_h, pooled_w]
 // A single-level RoIAlign is the one-level case (no level assignment).
 #pragma once
@@ -69,7 +70,8 @@ MRD_API int mrd_roi_align_backward_cpu(int dtype, const MrdLevels* levels, const
                                        const void* grad_output, void* const* grad_features, int num_threads);
 
 // CUDA versions (library built only where nvcc is found). Pointers are device pointers; `stream` is a
-// cudaStream_t. Float16 accumulates in float32; grad_features are always float32 buffers.
+// cudaStream_t. dtype: the features' (and output's) MRD_FLOAT32 or MRD_FLOAT16; rois are float32 for both.
+// Float16 accumulates in float32; grad_features are always float32 buffers.
 // Rois whose batch index is out of range produce zeros (callers validate; kernels cannot report).
 MRD_API int mrd_roi_align_forward_cuda(int dtype, const MrdLevels* levels, const void* const* features,
                                        const void* rois, int64_t num_rois, const MrdPoolParams* params,

@@ -1,4 +1,8 @@
-// CUDA RoIAlign kernels (float32 and float16 storage, float32 accumulation).
+// CUDA RoIAlign kernels (float32 and float16 feature maps, float32 rois, float32 accumulation).
+//
+// The kernels are templated on the feature type T (float or __half; the output and its gradient have it
+// too); rois are float32 whatever T is, because box corners of 1024 px and more move in 1-pixel steps in
+// float16 (level boundaries flip, windows shift).
 //
 // One thread per output element (roi, channel, bin), grid-stride; each thread resolves its roi's FPN
 // level and sampling grid with roi_align_math.h (the same code the CPU kernels run) and accumulates
@@ -33,11 +37,9 @@ __device__ __forceinline__ float interpolate(const T* plane, const BilinearTaps<
 }
 
 // Level and geometry of roi r; false when it pools nothing (undefined level or bad batch index).
-template <typename T>
-__device__ __forceinline__ bool resolve_roi(const MrdLevels& lv, const MrdPoolParams& p, const T* roi, int first_level,
-                                            int* level, RoiGeometry<float>* g) {
-  const float b = to_float(roi[0]), x1 = to_float(roi[1]), y1 = to_float(roi[2]), x2 = to_float(roi[3]),
-              y2 = to_float(roi[4]);
+__device__ __forceinline__ bool resolve_roi(const MrdLevels& lv, const MrdPoolParams& p, const float* roi,
+                                            int first_level, int* level, RoiGeometry<float>* g) {
+  const float b = roi[0], x1 = roi[1], y1 = roi[2], x2 = roi[3], y2 = roi[4];
   *level = fpn_level_index<float>(x1, y1, x2, y2, lv.canonical_scale, lv.canonical_level, lv.eps, first_level,
                                   lv.num_levels);
   if (*level < 0) return false;
@@ -73,7 +75,7 @@ __device__ __forceinline__ BilinearTaps<float> sample_taps(const RoiGeometry<flo
 }
 
 template <typename T>
-__global__ void forward_kernel(MrdLevels lv, LevelPointers<const T> features, const T* rois, int64_t total,
+__global__ void forward_kernel(MrdLevels lv, LevelPointers<const T> features, const float* rois, int64_t total,
                                MrdPoolParams p, int first_level, T* output) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -98,7 +100,7 @@ __global__ void forward_kernel(MrdLevels lv, LevelPointers<const T> features, co
 }
 
 template <typename T>
-__global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, const T* rois, int64_t total,
+__global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, const float* rois, int64_t total,
                                 MrdPoolParams p, int first_level, const T* grad_output,
                                 LevelPointers<float> grad_features) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
@@ -149,7 +151,8 @@ int launch_forward(const MrdLevels& lv, const void* const* features, const void*
   LevelPointers<const T> f{};
   for (int l = 0; l < lv.num_levels; ++l) f.level[l] = static_cast<const T*>(features[l]);
   forward_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
-      lv, f, static_cast<const T*>(rois), total, p, level_from_scale(lv.spatial_scale[0]), static_cast<T*>(output));
+      lv, f, static_cast<const float*>(rois), total, p, level_from_scale(lv.spatial_scale[0]),
+      static_cast<T*>(output));
   return cudaGetLastError() == cudaSuccess ? MRD_OK : MRD_CUDA_ERROR;
 }
 
@@ -166,7 +169,7 @@ int launch_backward(const MrdLevels& lv, const void* const* features, const void
     gf.level[l] = static_cast<float*>(grad_features[l]);
   }
   backward_kernel<T><<<blocks_for(total, kThreads), kThreads, 0, stream>>>(
-      lv, f, static_cast<const T*>(rois), total, p, level_from_scale(lv.spatial_scale[0]),
+      lv, f, static_cast<const float*>(rois), total, p, level_from_scale(lv.spatial_scale[0]),
       static_cast<const T*>(grad_output), gf);
   return cudaGetLastError() == cudaSuccess ? MRD_OK : MRD_CUDA_ERROR;
 }

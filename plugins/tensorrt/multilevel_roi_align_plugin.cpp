@@ -81,15 +81,17 @@ int32_t MultiLevelRoIAlignPlugin::getOutputDataTypes(DataType* outputTypes, int3
     if (nbInputs != numInputs() || nbOutputs != 1)
       return fail("expects " + std::to_string(numInputs()) + " inputs and 1 output, got " + std::to_string(nbInputs) +
                   " and " + std::to_string(nbOutputs));
-    for (int32_t i = 0; i < nbInputs; ++i) {
+    if (inputTypes[0] != DataType::kFLOAT)  // box corners >= 1024 px would move in 1-pixel steps in float16
+      return fail(std::string("'rois' must be float32, got ") + dataTypeName(inputTypes[0]));
+    for (int32_t i = 1; i < nbInputs; ++i) {
       if (!isFloatType(inputTypes[i]))
         return fail("input '" + inputName(i) + "' is " + dataTypeName(inputTypes[i]) +
-                    "; only float32 and float16 are supported");
-      if (inputTypes[i] != inputTypes[0])
-        return fail("all inputs must have one type: '" + inputName(i) + "' is " + dataTypeName(inputTypes[i]) +
-                    ", 'rois' is " + dataTypeName(inputTypes[0]));
+                    "; feature maps must be float32 or float16");
+      if (inputTypes[i] != inputTypes[1])
+        return fail("all feature maps must have one type: '" + inputName(i) + "' is " + dataTypeName(inputTypes[i]) +
+                    ", '" + inputName(1) + "' is " + dataTypeName(inputTypes[1]));
     }
-    outputTypes[0] = inputTypes[0];
+    outputTypes[0] = inputTypes[1];  // pooled has the feature maps' type
     return 0;
   } catch (std::exception const& e) {
     return fail(e.what());
@@ -125,15 +127,17 @@ int32_t MultiLevelRoIAlignPlugin::getOutputShapes(nvinfer1::DimsExprs const* inp
   }
 }
 
-// Every tensor linear; rois float32 or float16; every other tensor the type of rois.
+// Every tensor linear; rois float32 always (a weakly typed float16 build must not round box corners to
+// float16); the feature maps float32 or float16, all of one type, and pooled of that type.
 bool MultiLevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut,
                                                          int32_t nbInputs, int32_t nbOutputs) noexcept {
   if (inOut == nullptr || nbInputs != numInputs() || nbOutputs != 1 || pos < 0 || pos >= nbInputs + nbOutputs)
     return false;
   PluginTensorDesc const& desc = inOut[pos].desc;
   if (desc.format != TensorFormat::kLINEAR) return false;
-  if (pos == 0) return isFloatType(desc.type);
-  return desc.type == inOut[0].desc.type;
+  if (pos == 0) return desc.type == DataType::kFLOAT;
+  if (pos == 1) return isFloatType(desc.type);
+  return desc.type == inOut[1].desc.type;
 }
 
 std::string MultiLevelRoIAlignPlugin::checkInputDims(Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const {
@@ -197,8 +201,10 @@ int32_t MultiLevelRoIAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, Plu
                                           void const* const* inputs, void* const* outputs, void* /*workspace*/,
                                           cudaStream_t stream) noexcept {
   try {
-    DataType const type = inputDesc[0].type;
-    if (!isFloatType(type)) return fail(std::string("cannot run on ") + dataTypeName(type) + " inputs");
+    DataType const type = inputDesc[1].type;  // the feature maps'; rois are float32
+    if (inputDesc[0].type != DataType::kFLOAT || !isFloatType(type))
+      return fail(std::string("cannot run on ") + dataTypeName(inputDesc[0].type) + " rois and " + dataTypeName(type) +
+                  " feature maps");
     int32_t const levels = mAttributes.numLevels();
     Dims const& first = inputDesc[1].dims;  // [B, C, H, W]
     MrdLevels lv{};

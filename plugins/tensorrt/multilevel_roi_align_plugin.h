@@ -1,8 +1,8 @@
 // TensorRT plugin for the custom ONNX op maskrcnn_deploy::MultiLevelRoIAlign, version 1 (docs/ops.md).
 //
-//   inputs : rois [R, 5] (batch_index, x1, y1, x2, y2), then one feature map per level [B, C, H_l, W_l]
-//            (p2..p5 for Mask R-CNN); all float32 or all float16, linear layout
-//   output : pooled [R, C, output_height, output_width], same type
+//   inputs : rois [R, 5] (batch_index, x1, y1, x2, y2) float32, then one feature map per level
+//            [B, C, H_l, W_l] (p2..p5 for Mask R-CNN), all float32 or all float16; linear layout
+//   output : pooled [R, C, output_height, output_width], the feature maps' type
 //
 // Each roi is pooled on its FPN level; enqueue() calls the shared CUDA kernels of the RoIAlign core
 // (plugins/roi_align/roi_align_cuda.cu, float32 accumulation), so the sampling math exists once.

@@ -29,7 +29,8 @@ struct Problem {
 };
 
 // Random maps in [-1, 1); rois of sizes 4..700 px (every FPN level) plus a negative-area roi and one whose
-// batch index is out of range. Values are rounded to float16 when `half`, so both runs see the same inputs.
+// batch index is out of range. Map values are rounded to float16 when `half`, so both runs see the same inputs;
+// rois stay float32 (the plugin takes float32 rois with float16 maps, so their corners are not rounded).
 Problem makeProblem(bool half) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> unit(0.f, 1.f);
@@ -46,7 +47,7 @@ Problem makeProblem(bool half) {
     float const cx = unit(rng) * kImageW, cy = unit(rng) * kImageH, aspect = 0.5f + unit(rng);
     float const roi[5] = {float(r % kBatch), cx - size * aspect / 2, cy - size / aspect / 2, cx + size * aspect / 2,
                           cy + size / aspect / 2};
-    for (float v : roi) p.rois.push_back(round(v));
+    for (float v : roi) p.rois.push_back(v);
   }
   std::swap(p.rois[5 * 1 + 1], p.rois[5 * 1 + 3]);  // roi 1: x2 < x1, negative area -> undefined level, zeros
   p.badBatchRoi = 2;
@@ -101,10 +102,10 @@ std::string compare(IPluginCreatorV3One& creator, Config const& c) {
 
   // device buffers in the plugin's type
   size_t const item = c.half ? 2 : 4;
-  auto upload = [&](std::vector<float> const& v) {
-    std::vector<char> bytes(v.size() * item);
+  auto upload = [&](std::vector<float> const& v, bool half) {
+    std::vector<char> bytes(v.size() * (half ? 2 : 4));
     for (size_t i = 0; i < v.size(); ++i) {
-      if (c.half) {
+      if (half) {
         __half const h = __float2half_rn(v[i]);
         std::memcpy(&bytes[i * 2], &h, 2);
       } else {
@@ -117,10 +118,10 @@ std::string compare(IPluginCreatorV3One& creator, Config const& c) {
     return device;
   };
   DataType const type = c.half ? DataType::kHALF : DataType::kFLOAT;
-  std::vector<void*> buffers = {upload(p.rois)};
-  std::vector<PluginTensorDesc> in = {tensorDesc(type, {kRois, 5})};
+  std::vector<void*> buffers = {upload(p.rois, false)};
+  std::vector<PluginTensorDesc> in = {tensorDesc(DataType::kFLOAT, {kRois, 5})};
   for (int l = 0; l < kLevels; ++l) {
-    buffers.push_back(upload(p.features[l]));
+    buffers.push_back(upload(p.features[l], c.half));
     in.push_back(tensorDesc(type, {kBatch, kChannels, lv.height[l], lv.width[l]}));
   }
   PluginTensorDesc const out = tensorDesc(type, {kRois, kChannels, c.outH, c.outW});

@@ -1,13 +1,17 @@
-// A stand-in for libnvinfer's plugin registry, built as fake_tensorrt/libnvinfer.so.10 for the
+// A stand-in for libnvinfer's plugin registry, built as fake_tensorrt/libnvinfer.so.<major> for the
 // registration check only (registration_check.cpp). It exports `getPluginRegistry` like libnvinfer and
 // follows the documented behaviour the plugin library relies on:
 //   - registerCreator fails for a name/version/namespace that is already registered;
-//   - loadLibrary dlopens the library, passes a logger finder, calls getCreators and registers each creator,
-//     and "will fail and return nullptr if any of the plugins are already registered" (NvInferRuntimeCommon.h).
+//   - loadLibrary dlopens the library, passes a logger finder (setLoggerFinder), calls getCreators and registers
+//     each creator, and "will fail and return nullptr if any of the plugins are already registered"
+//     (NvInferRuntimeCommon.h); a library handing out no creators loads (not documented for TensorRT);
+//   - getInferLibVersion() reports $MRD_FAKE_TENSORRT_VERSION (e.g. 110100 = 11.1.0), else the headers'
+//     version, so a check can show the plugin another major than the one it was compiled for.
 // Never put its folder on a library path: it is not TensorRT.
 #include <NvInferRuntime.h>
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -27,6 +31,17 @@ bool describe(nvinfer1::IPluginCreatorInterface& creator, std::string& name, std
   version = v3.getPluginVersion();
   return true;
 }
+
+class FakeLoggerFinder : public nvinfer1::ILoggerFinder {
+ public:
+  int findLoggerCalls = 0;
+  nvinfer1::ILogger* findLogger() override {
+    ++findLoggerCalls;
+    return nullptr;  // the plugin then writes to stderr
+  }
+};
+
+FakeLoggerFinder gLoggerFinder;
 
 class FakePluginRegistry : public nvinfer1::IPluginRegistry {
  public:
@@ -60,6 +75,9 @@ class FakePluginRegistry : public nvinfer1::IPluginRegistry {
   PluginLibraryHandle loadLibrary(nvinfer1::AsciiChar const* pluginPath) noexcept override {
     void* library = dlopen(pluginPath, RTLD_LAZY | RTLD_LOCAL);
     if (library == nullptr) return nullptr;
+    using SetLoggerFinder = void (*)(nvinfer1::ILoggerFinder*);
+    if (auto setLoggerFinder = reinterpret_cast<SetLoggerFinder>(dlsym(library, "setLoggerFinder")))
+      setLoggerFinder(&gLoggerFinder);
     using GetCreators = nvinfer1::IPluginCreatorInterface* const* (*)(int32_t&);
     auto getCreators = reinterpret_cast<GetCreators>(dlsym(library, "getCreators"));
     if (getCreators == nullptr) return nullptr;
@@ -72,8 +90,10 @@ class FakePluginRegistry : public nvinfer1::IPluginRegistry {
   void deregisterLibrary(PluginLibraryHandle) noexcept override {}
 
   // The rest of the interface is not used by the plugin library (and partly deprecated: overriding is required).
+  // TensorRT 11 removed the four IPluginCreator (V2) methods (NvInferRuntimeCommon.h of 11.1).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#if NV_TENSORRT_MAJOR < 11
   bool registerCreator(nvinfer1::IPluginCreator&, nvinfer1::AsciiChar const* const) noexcept override { return false; }
   nvinfer1::IPluginCreator* const* getPluginCreatorList(int32_t* const n) const noexcept override {
     *n = 0;
@@ -83,9 +103,10 @@ class FakePluginRegistry : public nvinfer1::IPluginRegistry {
                                              nvinfer1::AsciiChar const* const) noexcept override {
     return nullptr;
   }
+  bool deregisterCreator(nvinfer1::IPluginCreator const&) noexcept override { return false; }
+#endif
   void setErrorRecorder(nvinfer1::IErrorRecorder* const) noexcept override {}
   nvinfer1::IErrorRecorder* getErrorRecorder() const noexcept override { return nullptr; }
-  bool deregisterCreator(nvinfer1::IPluginCreator const&) noexcept override { return false; }
   bool isParentSearchEnabled() const override { return false; }
   void setParentSearchEnabled(bool const) override {}
   nvinfer1::IPluginCreatorInterface* const* getAllCreators(int32_t* const n) const noexcept override {
@@ -110,6 +131,14 @@ FakePluginRegistry gRegistry;
 extern "C" __attribute__((visibility("default"))) nvinfer1::IPluginRegistry* getPluginRegistry() noexcept {
   return &gRegistry;
 }
+
+extern "C" __attribute__((visibility("default"))) int32_t getInferLibVersion() noexcept {
+  char const* version = std::getenv("MRD_FAKE_TENSORRT_VERSION");
+  return version != nullptr && *version != '\0' ? std::atoi(version) : NV_TENSORRT_VERSION;
+}
+
+// For the check: how often the plugin asked the logger finder for a logger.
+extern "C" __attribute__((visibility("default"))) int fakeFindLoggerCalls() { return gLoggerFinder.findLoggerCalls; }
 
 // For the check: how many creators of `name` are registered, and how often register/deregister were called.
 extern "C" __attribute__((visibility("default"))) void fakeRegistryCounts(char const* name, int* registered,

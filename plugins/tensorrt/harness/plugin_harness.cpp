@@ -199,15 +199,19 @@ void checkTypesAndShapes(Checks& checks, IPluginCreatorV3One& creator) {
   };
   DataType out = DataType::kINT32;
   checks.check("getOutputDataTypes float32 -> float32", outType({F, F, F, F, F}, &out) == 0 && out == F);
-  checks.check("getOutputDataTypes float16 -> float16", outType({H, H, H, H, H}, &out) == 0 && out == H);
+  checks.check("getOutputDataTypes float32 rois, float16 maps -> float16",
+               outType({F, H, H, H, H}, &out) == 0 && out == H);
   size_t before = gFinder.logger.errors.size();
-  checks.check("getOutputDataTypes rejects mixed float32/float16",
-               outType({F, F, H, F, F}, &out) != 0 && contains(gFinder.logger.lastError(), "'p3' is float16") &&
+  checks.check("getOutputDataTypes rejects float16 rois",
+               outType({H, H, H, H, H}, &out) != 0 &&
+                   contains(gFinder.logger.lastError(), "'rois' must be float32, got float16") &&
                    gFinder.logger.errors.size() == before + 1);
+  checks.check("getOutputDataTypes rejects mixed float32/float16 maps",
+               outType({F, F, H, F, F}, &out) != 0 && contains(gFinder.logger.lastError(), "'p3' is float16"));
   checks.check(
       "getOutputDataTypes rejects int8",
-      outType({DataType::kINT8, DataType::kINT8, DataType::kINT8, DataType::kINT8, DataType::kINT8}, &out) != 0 &&
-          contains(gFinder.logger.lastError(), "'rois' is int8"));
+      outType({F, DataType::kINT8, DataType::kINT8, DataType::kINT8, DataType::kINT8}, &out) != 0 &&
+          contains(gFinder.logger.lastError(), "input 'p2' is int8"));
   checks.check("getOutputDataTypes rejects 4 inputs for 4 levels", outType({F, F, F, F}, &out) != 0);
 
   TestExprBuilder eb;
@@ -280,8 +284,9 @@ void checkFormatsAndConfigure(Checks& checks, IPluginCreatorV3One& creator) {
     while (pos >= 0 && ++choice[pos] == 10) choice[pos--] = 0;
     if (pos < 0) break;
   }
-  checks.check("supportsFormatCombination accepts exactly all-float32 and all-float16 linear (of 10^6)",
-               accepted == std::vector<std::string>{"000000", "222222"},
+  checks.check("supportsFormatCombination accepts exactly float32 rois with all-float32 or all-float16 maps and "
+               "output, linear (of 10^6)",
+               accepted == std::vector<std::string>{"000000", "022222"},
                std::to_string(accepted.size()) + " combinations accepted");
   io[0].desc.type = DataType::kFLOAT;
   io[0].desc.format = TensorFormat::kLINEAR;
@@ -311,7 +316,7 @@ void checkFormatsAndConfigure(Checks& checks, IPluginCreatorV3One& creator) {
   checks.check("configurePlugin rejects rois [R,4]",
                rois.first != 0 && contains(gFinder.logger.lastError(), "'rois' must be [R, 5]"));
 
-  std::vector<PluginTensorDesc> shaped = {tensorDesc(DataType::kHALF, {1000, 5})};
+  std::vector<PluginTensorDesc> shaped = {tensorDesc(DataType::kFLOAT, {1000, 5})};
   for (int64_t h : {200, 100, 50, 25}) shaped.push_back(tensorDesc(DataType::kHALF, {2, 256, h, h * 3 / 2}));
   PluginTensorDesc out = tensorDesc(DataType::kHALF, {1000, 256, 7, 7});
   checks.check("onShapeChange accepts Mask R-CNN shapes",
