@@ -4,8 +4,8 @@
     batches = CalibrationBatches.from_data("data/train.json", graph, num_images=64, batch_size=1)
     for feed in batches: ...                                # {"images": [B,3,H,W], "image_sizes": [B,2]}
 
-Images are resized and mean-padded exactly as `runtime.predictor` does for inference, so the
-observed activation ranges are those the deployed model sees.
+Images are resized (by the graph's recorded fit) and mean-padded exactly as `runtime.predictor` does for
+inference, so the observed activation ranges are those the deployed model sees.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import onnx
 from maskrcnn_deploy.calibration.graph import PrecisionError, check_float_graph
 from maskrcnn_deploy.export.onnx_export import METADATA_KEY
 from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.model.transform import Fit
 from maskrcnn_deploy.runtime.coco import (ImageLoadError, images_and_annotations, load_image, report_unreadable,
                                          unreadable_images)
-from maskrcnn_deploy.runtime.predictor import preprocess_images
+from maskrcnn_deploy.runtime.predictor import graph_fit, preprocess_images
 
 __all__ = ["DeployGraph", "load_float_graph", "read_graph", "CalibrationBatches"]
 
@@ -36,6 +37,7 @@ class DeployGraph:
     config: MaskRCNNConfig
     input_size: tuple[int, int] | None  # static (H, W), None when dynamic
     batch_size: int | None  # static batch, None when dynamic
+    fit: Fit | None = None  # how images are resized for it (the metadata's); None: from config and input_size
 
 
 def read_graph(path: str | Path) -> DeployGraph:
@@ -53,8 +55,9 @@ def read_graph(path: str | Path) -> DeployGraph:
     dims = model.graph.input[0].type.tensor_type.shape.dim  # images [B,3,H,W]
     values = [d.dim_value if d.HasField("dim_value") else None for d in dims]
     size = (values[2], values[3]) if values[2] and values[3] else None
-    config = MaskRCNNConfig.from_dict(json.loads(meta)["config"])
-    return DeployGraph(path, model, config, size, values[0])
+    info = json.loads(meta)
+    config = MaskRCNNConfig.from_dict(info["config"])
+    return DeployGraph(path, model, config, size, values[0], graph_fit(info, config, size))
 
 
 def load_float_graph(path: str | Path) -> DeployGraph:
@@ -102,5 +105,5 @@ class CalibrationBatches:
             chunk = [load_image(p) for p in self.paths[start:start + self.batch_size]]
             while len(chunk) < self.batch_size:  # the last batch is topped up with copies
                 chunk.append(chunk[-1])
-            images, sizes = preprocess_images(chunk, self.graph.config, self.graph.input_size)
+            images, sizes = preprocess_images(chunk, self.graph.config, self.graph.input_size, self.graph.fit)
             yield {"images": images.numpy().astype(np.float32), "image_sizes": sizes.numpy().astype(np.float32)}

@@ -10,7 +10,9 @@
 It reuses the trained modules of `MaskRCNN` and reproduces its inference exactly, except that
 variable-length lists become padded tensors with a validity mask: candidates that torchvision
 would have dropped (small, below the score threshold, suppressed, past top-k) score -1 and never
-reach the output. NMS is `nms_keep` (export/nms.py) and RoIAlign the native fused op.
+reach the output. NMS is `nms_keep` (export/nms.py) and RoIAlign the native fused op. Each image
+sees only its own padded extent (export/canvas.py: features, anchors, RoIAlign edges), as the eager
+model sees it at batch 1, so the detections do not depend on the canvas it is padded to.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maskrcnn_deploy.model import MaskRCNN
-from maskrcnn_deploy.model.anchors import grid_anchors
 from maskrcnn_deploy.model.roi_align import multilevel_roi_align
 
+from .canvas import FEATURE_STRIDES, extent_masking, image_anchors, padded_extent, replicate_edges
 from .nms import nms_keep, offset_by_class
 
 __all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
@@ -77,34 +79,41 @@ class DeployMaskRCNN(nn.Module):
 
     def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         x = (images - self.mean) / self.std
-        feats = self.backbone(x)  # P2..P6
-        proposals, proposal_ok = self.propose(feats, tuple(images.shape[-2:]), image_sizes)
-        return self.detect(feats[:4], proposals, proposal_ok, image_sizes)
+        extent = padded_extent(image_sizes, self.cfg.size_divisible)  # [B,2] what the eager model pads to
+        with extent_masking(self.backbone, extent, tuple(x.shape[-2:])):  # export/canvas.py
+            feats = self.backbone(x)  # P2..P6
+        proposals, proposal_ok = self.propose(feats, extent, image_sizes)
+        return self.detect(replicate_edges(feats[:4], extent), proposals, proposal_ok, image_sizes)
 
     # ---- RPN --------------------------------------------------------------------------------------------------------
-    def propose(self, feats: list[Tensor], padded_size: tuple[int, int], image_sizes: Tensor
-                ) -> tuple[Tensor, Tensor]:
-        """Proposals [B,P,4] and their validity [B,P] (P = post-NMS top-n)."""
+    def propose(self, feats: list[Tensor], extent: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
+        """Proposals [B,P,4] and their validity [B,P] (P = post-NMS top-n). Only anchors on each image's
+        padded extent [B,2] compete, with the eager model's positions (export/canvas.py)."""
         cfg = self.cfg
-        logits, deltas = self.rpn.head(feats)
+        logits, deltas = [], []
+        for f, stride in zip(feats, FEATURE_STRIDES):
+            with extent_masking(self.rpn.head, extent, tuple(f.shape[-2:]), stride):
+                (logit,), (delta,) = self.rpn.head([f])
+            logits.append(logit)
+            deltas.append(delta)
         B = feats[0].shape[0]
-        anchors = grid_anchors([f.shape[-2:] for f in feats], padded_size, cfg.anchor_sizes, cfg.anchor_ratios,
-                               feats[0].dtype, feats[0].device)  # [A,4]
+        anchors, inside = image_anchors([f.shape[-2:] for f in feats], extent, cfg.anchor_sizes,
+                                        cfg.anchor_ratios)  # [B,A,4], [B,A]
         scores, boxes, levels, ok = [], [], [], []
         offset = 0
         for lvl, (logit, delta) in enumerate(zip(logits, deltas)):
             n = logit.shape[1] * logit.shape[2] * logit.shape[3]
             obj = logit.permute(0, 2, 3, 1).reshape(B, n)          # [B, n] (y, x, anchor)
+            obj = torch.where(inside[:, offset:offset + n], obj, torch.full_like(obj, float("-inf")))
             reg = delta.reshape(B, -1, 4, delta.shape[2], delta.shape[3]).permute(0, 3, 4, 1, 2).reshape(B, n, 4)
             # pad so top-k always has pre_n entries; padding is marked invalid
             k = cfg.rpn_pre_nms_top_n_test
             obj = torch.cat([obj, obj.new_full((B, k), float("-inf"))], dim=1)
             top, idx = obj.topk(k, dim=1)                          # [B,k]
-            valid = idx < n
-            idx = torch.where(valid, idx, torch.zeros_like(idx))
-            level_anchors = anchors[offset:offset + n]
+            valid = top > float("-inf")                             # off the image's extent, or padding
+            idx = torch.where(idx < n, idx, torch.zeros_like(idx))
             decoded = self.rpn.coder.decode(_gather(reg, idx).reshape(-1, 4),
-                                            level_anchors[idx.reshape(-1)]).reshape(B, k, 4)
+                                            _gather(anchors[:, offset:offset + n], idx).reshape(-1, 4)).reshape(B, k, 4)
             scores.append(torch.where(valid, torch.sigmoid(top), torch.full_like(top, _INVALID)))
             boxes.append(decoded)
             levels.append(torch.full((B, k), float(lvl), device=top.device))
@@ -113,9 +122,6 @@ class DeployMaskRCNN(nn.Module):
         scores, boxes, levels = torch.cat(scores, 1), _clip(torch.cat(boxes, 1), image_sizes), torch.cat(levels, 1)
         ok = torch.cat(ok, 1) & _big_enough(boxes, cfg.rpn_min_size) & (scores >= cfg.rpn_score_thresh)
         scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
-        if scores.shape[1] > NMS_MAX_CANDIDATES:  # P*(K-1) candidates, e.g. 1000*80 for COCO
-            scores, best = scores.topk(NMS_MAX_CANDIDATES, dim=1)     # [B,5000], sorted by score
-            boxes, labels = _gather(boxes, best), torch.gather(labels, 1, best)
         keep = nms_keep(offset_by_class(boxes, levels), scores, cfg.rpn_nms_thresh, _INVALID)
         scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
         post_n = min(cfg.rpn_post_nms_top_n_test, scores.shape[1])

@@ -9,6 +9,7 @@ installed ONNX Runtime accepts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import onnx
 import torch
 
 from maskrcnn_deploy.model import MaskRCNN
+from maskrcnn_deploy.model.transform import Fit
 from maskrcnn_deploy.runtime.files import atomic_write
 
 from . import onnx_ops
@@ -30,7 +32,7 @@ __all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", 
 INPUT_NAMES = ("images", "image_sizes")
 MIN_OPSET, MAX_OPSET = 18, 20  # RoiAlign-16 semantics; torchlib is written at opset 18
 MAX_IR_VERSION = 10            # what onnxruntime >= 1.18 loads
-METADATA_KEY = "maskrcnn_deploy"  # metadata_props entry: config, class names, export options (read by the runtime)
+METADATA_KEY = "maskrcnn_deploy"  # metadata_props entry: config, fit, class names, export options (read by the runtime)
 
 
 class ExportError(RuntimeError):
@@ -67,6 +69,19 @@ def _check_options(options: ExportOptions, config) -> tuple[int, int]:
     return size
 
 
+def fit_config_to_canvas(config, size: tuple[int, int]):
+    """The config a static graph of input `size` (H, W) records: when the canvas is smaller than the
+    test size (short side min_size, long side max_size), the test size becomes the canvas's (one line
+    says so), so the graph's metadata tells the size images are really resized to."""
+    min_size, max_size = min(config.test_min_size, min(size)), min(config.max_size, max(size))
+    if (min_size, max_size) == (config.test_min_size, config.max_size):
+        return config
+    print(f"[export] the {size[0]}x{size[1]} input is smaller than the model's test size {config.test_min_size} "
+          f"(long side {config.max_size}): images are resized to {min_size} (long side {max_size}) to fit it",
+          flush=True)
+    return dataclasses.replace(config, min_size=min_size, max_size=max_size)
+
+
 def export_checkpoint(checkpoint: str | Path, path: str | Path, options: ExportOptions | None = None,
                       num_classes: int | None = None) -> onnx.ModelProto:
     """Export one of our checkpoints; num_classes, when given, must match the checkpoint's."""
@@ -90,6 +105,8 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
     """
     options = options or ExportOptions()
     size = _check_options(options, model.config)
+    config = model.config if options.dynamic else fit_config_to_canvas(model.config, size)
+    fit = Fit.of(config, None if options.dynamic else size)  # how the runtime resizes images for this graph
     if model.training:
         print("[export] the model was in training mode; exporting it in eval mode", flush=True)
     model.eval()
@@ -123,8 +140,8 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
     proto = program.model_proto
     proto.doc_string = (f"maskrcnn-deploy: Mask R-CNN {model.config.backbone_depth}-layer backbone, "
                         f"{model.config.num_classes} classes, RoIAlign {options.roi_align}")
-    meta = {"config": model.config.to_dict(), "roi_align": options.roi_align, "dynamic": options.dynamic,
-            **(labels or {})}
+    meta = {"config": config.to_dict(), "fit": fit.to_dict(), "roi_align": options.roi_align,
+            "dynamic": options.dynamic, **(labels or {})}
     onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
     def save_verified(tmp: Path) -> None:  # checked before it takes the final name: a bad graph is never left
         onnx.save_model(proto, str(tmp))

@@ -9,7 +9,7 @@ from .config import MaskRCNNConfig
 from .fpn import BackboneWithFPN
 from .roi_heads import RoIHeads
 from .rpn import RPN
-from .transform import postprocess, preprocess
+from .transform import Fit, postprocess, preprocess
 
 __all__ = ["MaskRCNN", "binarize_masks"]
 
@@ -31,7 +31,11 @@ class MaskRCNN(nn.Module):
         self.rpn = RPN(config, config.fpn_channels)
         self.roi_heads = RoIHeads(config, config.fpn_channels)
 
-    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None, fit: Fit | None = None,
+                raw: bool = False):
+        """fit: resize images by this rule (e.g. a static graph's canvas, see `Fit`) instead of the config's.
+        raw (eval): return (detections in resized-image pixels with [D,1,28,28] masks, resized sizes (h, w))
+        before they are mapped back to the original images."""
         if self.training:
             if targets is None:
                 raise ValueError("in training mode the model needs targets: model(images, targets)")
@@ -42,12 +46,14 @@ class MaskRCNN(nn.Module):
                 if t["labels"].dtype != torch.int64:
                     raise TypeError(f"target labels must be int64, got {t['labels'].dtype}")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        batch, sizes, targets = preprocess(list(images), targets, self.config, self.training)
+        batch, sizes, targets = preprocess(list(images), targets, self.config, self.training, fit)
         feats = self.backbone(batch)  # [P2..P6]
         proposals, rpn_losses = self.rpn(feats, tuple(batch.shape[-2:]), sizes, targets)
         results, head_losses = self.roi_heads(feats, proposals, sizes, targets)
         if self.training:
             return {**head_losses, **rpn_losses}
+        if raw:
+            return results, sizes
         return postprocess(results, sizes, original_sizes)
 
 

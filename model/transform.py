@@ -3,13 +3,57 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["choose_min_size", "resize_image_and_target", "batch_images", "resize_boxes",
+__all__ = ["Fit", "choose_min_size", "resize_image_and_target", "batch_images", "resize_boxes",
            "paste_masks_in_image", "preprocess", "postprocess"]
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How an image is resized for inference: the one home of the rule, used by the eager model,
+    every predictor, calibration and the ONNX metadata (`to_dict`).
+
+        scale = min(min_size / short side, max_size / long side, canvas H / h, canvas W / w)
+
+    The canvas terms apply to a static graph's input (H, W) only, so an image of any aspect ratio
+    fits it (a portrait photo in a landscape canvas is scaled to the canvas height). The resized
+    size is floor(side * scale), as torch's interpolate(scale_factor=..., recompute_scale_factor=True).
+    """
+
+    min_size: int                           # test size of the short side
+    max_size: int                           # cap on the long side
+    canvas: tuple[int, int] | None = None   # (H, W) of a static graph's input; None: no cap
+
+    @classmethod
+    def of(cls, config, canvas: tuple[int, int] | None = None) -> "Fit":
+        """The test-time fit of a MaskRCNNConfig, optionally into a static canvas (H, W)."""
+        return cls(config.test_min_size, config.max_size, tuple(int(v) for v in canvas) if canvas else None)
+
+    def scale(self, height: int, width: int) -> float:
+        s = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        if self.canvas is not None:
+            s = min(s, self.canvas[0] / height, self.canvas[1] / width)
+        return s
+
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of an image of (height, width) after resizing (a side may round down to 0 px)."""
+        s = self.scale(height, width)
+        return int(height * s), int(width * s)
+
+    def to_dict(self) -> dict:
+        return {"min_size": self.min_size, "max_size": self.max_size,
+                "canvas": list(self.canvas) if self.canvas else None,
+                "rule": "scale = min(min_size / short side, max_size / long side, canvas H / h, canvas W / w); "
+                        "size = floor(side * scale); bilinear, then pad bottom/right"}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Fit":
+        return cls(int(d["min_size"]), int(d["max_size"]), tuple(d["canvas"]) if d.get("canvas") else None)
 
 
 def choose_min_size(min_size: int | tuple, training: bool) -> int:
@@ -31,14 +75,15 @@ def resize_boxes(boxes: Tensor, old_size: tuple[int, int], new_size: tuple[int, 
     return torch.stack((x1 * rw, y1 * rh, x2 * rw, y2 * rh), dim=1)
 
 
-def resize_image_and_target(image: Tensor, min_size: int, max_size: int, target: dict | None = None
-                            ) -> tuple[Tensor, dict | None]:
-    """Scale so the short side is min_size unless the long side would exceed max_size.
+def resize_image_and_target(image: Tensor, min_size: int, max_size: int, target: dict | None = None,
+                            canvas: tuple[int, int] | None = None) -> tuple[Tensor, dict | None]:
+    """Scale so the short side is min_size unless the long side would exceed max_size (or the image
+    would not fit `canvas`): `Fit`'s rule.
 
     image [3,H,W] -> [3,H',W'] (bilinear); target masks nearest, boxes scaled.
     """
     h, w = image.shape[-2:]
-    scale = min(min_size / min(h, w), max_size / max(h, w))
+    scale = Fit(min_size, max_size, canvas).scale(int(h), int(w))
     image = F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
                           align_corners=False)[0]
     if target is None:
@@ -64,9 +109,12 @@ def batch_images(images: list[Tensor], size_divisible: int = 32) -> Tensor:
     return batch
 
 
-def preprocess(images: list[Tensor], targets: list[dict] | None, cfg, training: bool
+def preprocess(images: list[Tensor], targets: list[dict] | None, cfg, training: bool, fit: Fit | None = None
                ) -> tuple[Tensor, list[tuple[int, int]], list[dict] | None]:
-    """Normalise, resize and batch. Returns [B,3,Hp,Wp], resized sizes (h, w), resized targets."""
+    """Normalise, resize and batch. Returns [B,3,Hp,Wp], resized sizes (h, w), resized targets.
+
+    fit: resize by this rule instead of the config's (a static graph's, see `Fit`; inference only).
+    """
     out_images, out_targets = [], [] if targets is not None else None
     for i, image in enumerate(images):
         if image.dim() != 3:
@@ -74,8 +122,9 @@ def preprocess(images: list[Tensor], targets: list[dict] | None, cfg, training: 
         mean = torch.as_tensor(cfg.image_mean, dtype=image.dtype, device=image.device)
         std = torch.as_tensor(cfg.image_std, dtype=image.dtype, device=image.device)
         image = (image - mean[:, None, None]) / std[:, None, None]
-        size = choose_min_size(cfg.min_size, training)
-        image, target = resize_image_and_target(image, size, cfg.max_size, targets[i] if targets else None)
+        fit_i = fit or Fit(choose_min_size(cfg.min_size, training), cfg.max_size)
+        image, target = resize_image_and_target(image, fit_i.min_size, fit_i.max_size,
+                                                targets[i] if targets else None, fit_i.canvas)
         out_images.append(image)
         if out_targets is not None:
             out_targets.append(target)

@@ -4,9 +4,12 @@
     run.report.passed, run.report.failures        # parity.ParityReport
     run.reference.ap, run.artifact.latencies_s    # one SideRun per model
 
-Images are decoded once and the same tensors go to both sides, so a difference can only come from the
-models. `maskrcnn-deploy check` (runtime/cli_deploy.py) and the demo (runtime/demo.py) are thin layers
-over `run_check`; runtime/report_html.py turns a CheckRun into an HTML page.
+Images are decoded once and the same tensors go to both sides, resized by the same rule (the artifact's
+`Fit`: a static graph's canvas caps the scale), so a difference can only come from the models. A
+checkpoint reference runs as the original eager `MaskRCNN` (runtime/predictor.py `EagerPredictor`), so
+whatever the deploy rewrite changes is caught. `maskrcnn-deploy check` (runtime/cli_deploy.py) and the
+demo (runtime/demo.py) are thin layers over `run_check`; runtime/report_html.py turns a CheckRun into an
+HTML page.
 """
 
 from __future__ import annotations
@@ -131,8 +134,10 @@ def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tol
                          "run the reference on the same data")
     # the artifact is loaded first: a missing backend or a corrupt file fails in seconds, not after the reference pass
     artifact_predictor = load(artifact, threads=threads)
-    ref = reference_run if reference_run is not None else predict_side(reference, images, coco, ids, "reference",
-                                                                       threads)
+    ref = reference_run
+    if ref is None:  # a checkpoint reference resizes as the artifact does: both sides see the same pixels
+        reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit)
+        ref = predict_side(reference, images, coco, ids, "reference", threads, predictor=reference_predictor)
     art = predict_side(artifact, images, coco, ids, "artifact", threads, predictor=artifact_predictor)
     report = parity.check_parity(ref.detections, art.detections, tolerances, ref_ap=ref.ap, test_ap=art.ap)
     return CheckRun(report=report, reference=ref, artifact=art, image_paths=list(paths),

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping, Sequence, TextIO
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools.coco import COCO
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -34,7 +34,8 @@ class AnnotationError(ValueError):
 def load_image(path: str | Path) -> torch.Tensor:
     """RGB float32 tensor [3,H,W] in 0-1 of an image file; ImageLoadError (one line: file and reason) if unreadable.
 
-    Every mode PIL opens becomes RGB: grayscale (8- and 16-bit, the latter scaled by 1/65535) is
+    The EXIF orientation is applied (a phone photo held upright is stored sideways with a "rotate 90
+    degrees" tag), so the tensor is the image as viewers show it. Every mode PIL opens becomes RGB: grayscale (8- and 16-bit, the latter scaled by 1/65535) is
     repeated over the channels, palette images take their colours, and an alpha channel (RGBA, LA,
     palette transparency) is dropped, keeping the stored colours as torchvision's `read_image(...,
     ImageReadMode.RGB)` does. Any size PIL's decompression-bomb guard admits is read: 24 MP photos
@@ -49,7 +50,7 @@ def load_image(path: str | Path) -> torch.Tensor:
             img.load()
             if img.width == 0 or img.height == 0:
                 raise ImageLoadError(f"cannot read image {path}: image has no pixels ({img.width}x{img.height})")
-            array = _rgb_array(img)
+            array = _rgb_array(ImageOps.exif_transpose(img))
     except ImageLoadError:
         raise
     except FileNotFoundError:

@@ -21,7 +21,7 @@ from maskrcnn_deploy.export.onnx_export import ExportError, ExportOptions, expor
 from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet18_fpn, save_checkpoint, torchvision_v1
 from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.predictor import PredictorError
+from maskrcnn_deploy.runtime.predictor import DeployTorchPredictor, PredictorError
 from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
 from seeded_models import make_masks_confident, seeded_model
 
@@ -81,7 +81,7 @@ def test_deploy_graph_reproduces_the_eager_model(checkpoints, data):
     model, _, _ = load_checkpoint(checkpoints["r18"])
     images = [load_image(p) for p in data[1][:2]]
     eager = predict_images(model, images)
-    deploy = load(checkpoints["r18"]).predict(images)
+    deploy = DeployTorchPredictor(checkpoints["r18"]).predict(images)
     for e, d in zip(eager, deploy):
         assert len(e["scores"]) == len(d["scores"]) > 0
         assert np.abs(e["boxes"] - d["boxes"]).max() < 1e-3
@@ -130,8 +130,8 @@ def _ap(detections, coco_json):
 @pytest.mark.parametrize("key", [("r18", "custom", False), ("r18", "standard", False), ("r18", "custom", True),
                                  ("r50", "custom", False), ("r50", "standard", True)])
 def test_onnxruntime_matches_pytorch(key, checkpoints, exported, data):
-    reference = load(checkpoints[key[0]])
     artifact = load(exported[key])
+    reference = load(checkpoints[key[0]], fit=artifact.fit)  # the eager model, resized as the graph does
     images = data[1]
     ref, test = reference.predict(images), artifact.predict(images)
     report = parity.check_parity(ref, test, parity.tolerances_from("fp32"), ref_ap=_ap(ref, data[0]),
@@ -173,11 +173,13 @@ def test_export_refuses_what_it_cannot_export(checkpoints, tmp_path, capsys):
         load(tmp_path / "model.xyz")
 
 
-def test_static_graph_refuses_an_image_that_does_not_fit(exported):
+def test_static_graph_fits_a_tall_image_and_refuses_only_a_thin_one(exported):
     artifact = load(exported[("r18", "custom", False)])
-    tall = torch.rand(3, 400, 100)  # resized to 160 x 40: taller than the 128-high static input
-    with pytest.raises(PredictorError, match="does not fit the graph's static input 128x160"):
-        artifact.predict([tall])
+    tall = torch.rand(3, 400, 100)  # torchvision's rule: 160 x 40, taller than the 128-high input; fitted: 128 x 32
+    assert artifact.fit.resized_size(400, 100) == (128, 32)
+    assert artifact.predict([tall])[0]["masks"].shape[1:] == (400, 100)
+    with pytest.raises(PredictorError, match="a 1000x1 image is too thin for this model: it does not fit"):
+        artifact.predict([torch.rand(3, 1, 1000)])
 
 
 def test_export_switches_a_training_model_to_eval(checkpoints, tmp_path, capsys):
