@@ -36,6 +36,9 @@ FPN_SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]  # P2..P5 (the backbone's strides)
 # per image, "K is 2000 for SM 5.3 and 6.2 devices, and 5000 otherwise" (NvInfer.h, INMSLayer, TensorRT
 # 10.14 and 11.1); the box-head NMS takes at most this many candidates, so every backend sees the same ones.
 NMS_MAX_CANDIDATES = 5000
+# The config fields whose non-torchvision values the deploy graph does not implement (yet).
+TORCHVISION_RULES = {"transform_rule": "torchvision", "anchor_rule": "torchvision", "proposal_rule": "torchvision",
+                     "background_class": "first"}
 
 
 def _clip(boxes: Tensor, image_sizes: Tensor) -> Tensor:
@@ -71,6 +74,14 @@ class DeployMaskRCNN(nn.Module):
     def __init__(self, model: MaskRCNN, max_detections: int | None = None):
         super().__init__()
         cfg = model.config
+        # The graph implements torchvision's rules only; a Detectron2-rule model (model/config.py
+        # detectron2_mask_rcnn) would export silently wrong, so it is refused until the graph has them.
+        other = {name: getattr(cfg, name) for name, torchvision_rule in TORCHVISION_RULES.items()
+                 if getattr(cfg, name) != torchvision_rule}
+        if other:
+            raise ValueError(f"the deploy graph implements torchvision's Mask R-CNN rules only, and this model uses "
+                             f"{', '.join(f'{k}={v!r}' for k, v in other.items())} (a Detectron2 model): run it with "
+                             "the PyTorch predictor (`predict`/`eval` on the checkpoint); its export is not supported yet")
         self.cfg = cfg
         self.backbone, self.rpn, self.roi_heads = model.backbone, model.rpn, model.roi_heads
         self.max_detections = int(max_detections or cfg.detections_per_img)

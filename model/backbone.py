@@ -1,4 +1,4 @@
-"""ResNet-18/50 body (torchvision parameter names) with frozen BN, BN or GroupNorm."""
+"""ResNet-18/50/101 and ResNeXt body (torchvision parameter names) with frozen BN, BN or GroupNorm."""
 
 from __future__ import annotations
 
@@ -45,14 +45,14 @@ def make_norm(kind: str, channels: int, eps: float = 1e-5) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; use 'frozen_bn', 'bn' or 'gn'")
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, width: int, stride: int, norm):
+    def __init__(self, cin: int, width: int, stride: int, norm, **_):
         super().__init__()
         self.conv1, self.bn1 = _conv(cin, width, 3, stride), norm(width)
         self.conv2, self.bn2 = _conv(width, width, 3), norm(width)
@@ -69,14 +69,21 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride here, ResNet v1.5) -> 1x1 (x4 channels)."""
+    """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1 (4 * planes channels).
+
+    The stride sits in the 3x3 (torchvision, ResNet v1.5, Detectron2's C2 ResNeXt) or, with
+    stride_in_1x1, in the first 1x1 (the original MSRA ResNets, Detectron2's R50/R101).
+    """
     expansion = 4
 
-    def __init__(self, cin: int, width: int, stride: int, norm):
+    def __init__(self, cin: int, planes: int, stride: int, norm, groups: int = 1, width_per_group: int = 64,
+                 stride_in_1x1: bool = False):
         super().__init__()
-        cout = width * 4
-        self.conv1, self.bn1 = _conv(cin, width, 1), norm(width)
-        self.conv2, self.bn2 = _conv(width, width, 3, stride), norm(width)
+        cout = planes * 4
+        width = planes * width_per_group // 64 * groups  # torchvision's rule = Detectron2's groups * width x2/stage
+        s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1, self.bn1 = _conv(cin, width, 1, s1), norm(width)
+        self.conv2, self.bn2 = _conv(width, width, 3, s3, groups), norm(width)
         self.conv3, self.bn3 = _conv(width, cout, 1), norm(cout)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
@@ -91,17 +98,24 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-_LAYOUTS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3))}
+_LAYOUTS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3)), 101: (Bottleneck, (3, 4, 23, 3))}
 
 
 class ResNetBody(nn.Module):
-    """ResNet without avgpool/fc. forward: [B,3,H,W] -> [C2, C3, C4, C5] (strides 4..32)."""
+    """ResNet / ResNeXt without avgpool/fc. forward: [B,3,H,W] -> [C2, C3, C4, C5] (strides 4..32).
 
-    def __init__(self, depth: int = 50, norm: str = "frozen_bn", eps: float = 1e-5):
+    groups / width_per_group: ResNeXt's grouped 3x3 (32 / 8 for ResNeXt-101 32x8d); stride_in_1x1: see Bottleneck.
+    """
+
+    def __init__(self, depth: int = 50, norm: str = "frozen_bn", eps: float = 1e-5, groups: int = 1,
+                 width_per_group: int = 64, stride_in_1x1: bool = False):
         super().__init__()
         if depth not in _LAYOUTS:
-            raise ValueError(f"backbone depth {depth} not supported; use 18 or 50")
+            raise ValueError(f"backbone depth {depth} not supported; use one of {', '.join(map(str, _LAYOUTS))}")
         block, counts = _LAYOUTS[depth]
+        if block is BasicBlock and (groups != 1 or width_per_group != 64):
+            raise ValueError(f"ResNet-{depth} has no grouped convolutions; use depth 50 or 101 for ResNeXt")
+        extra = dict(groups=groups, width_per_group=width_per_group, stride_in_1x1=stride_in_1x1)
         norm_fn = lambda c: make_norm(norm, c, eps)  # noqa: E731
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_fn(64)
@@ -112,7 +126,7 @@ class ResNetBody(nn.Module):
             width = 64 * 2 ** i
             blocks = []
             for j in range(n):
-                blocks.append(block(cin, width, 2 if (j == 0 and i > 0) else 1, norm_fn))
+                blocks.append(block(cin, width, 2 if (j == 0 and i > 0) else 1, norm_fn, **extra))
                 cin = width * block.expansion
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.out_channels = [64 * 2 ** i * block.expansion for i in range(4)]

@@ -1,10 +1,9 @@
-"""Loading torchvision state dicts, and our own checkpoint format (config embedded)."""
+"""Loading checkpoints (ours with the config embedded, torchvision, Detectron2: see checkpoint_sources.py)."""
 
 from __future__ import annotations
 
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import torch
@@ -13,6 +12,8 @@ from torch import nn
 from maskrcnn_deploy.runtime.files import atomic_write
 
 from .backbone import FrozenBatchNorm2d
+from .checkpoint_sources import (SOURCES, detect_source, detectron2_config, detectron2_state_dict,
+                                 read_checkpoint_file, torchvision_config)
 from .config import MaskRCNNConfig
 from .mask_rcnn import MaskRCNN
 
@@ -94,31 +95,37 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: MaskRCNNC
 
 
 def _read(path: Path, map_location) -> dict:
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {first}") from None
-    except Exception as err:  # pickle.UnpicklingError and friends
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path} could not be loaded safely: {type(err).__name__}: {first}") from None
+        obj = read_checkpoint_file(path, map_location)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict (state dict or checkpoint)")
     return obj
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu", config: MaskRCNNConfig | None = None
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", config: MaskRCNNConfig | None = None,
+                    source: str | None = None, bn_eps: float | None = None
                     ) -> tuple[MaskRCNN, MaskRCNNConfig, dict]:
-    """Rebuild (model, config, extras) from our checkpoint, or from a bare torchvision state dict + `config`.
+    """Rebuild (model, config, extras) from any checkpoint in `checkpoint_sources.SOURCES`.
 
-    The model is returned in eval mode. Raises CheckpointError with a one-line message.
+    source: one of SOURCES to skip the guess (the file kind is recognised otherwise). config: the model's
+    config instead of the one read from the file (class count, BatchNorm flavour and backbone are read from
+    the weights). bn_eps: the backbone's BatchNorm eps for torchvision files (FrozenBN eps 0 vs 1e-5 is not in
+    the file). The model is returned in eval mode. Raises CheckpointError with a one-line message; extras
+    carry "source".
     """
     path = Path(path)
+    if source is not None and source not in SOURCES:
+        raise CheckpointError(f"unknown checkpoint source {source!r}; use one of {', '.join(SOURCES)}")
     obj = _read(path, map_location)
+    if source is None:
+        try:
+            source = detect_source(obj, str(path))
+        except ValueError as err:
+            raise CheckpointError(str(err)) from None
+    if source != "maskrcnn-deploy":
+        return _load_foreign(path, obj, source, map_location, config, bn_eps)
     if "format" in obj:
         if obj["format"] != FORMAT:
             raise CheckpointError(f"{path} has format {obj['format']!r}, expected {FORMAT!r}")
@@ -145,7 +152,33 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", config: MaskRCN
     model = MaskRCNN(cfg)
     load_torchvision_state_dict(model, state, source=str(path))
     model.eval()
+    extra.setdefault("source", "maskrcnn-deploy")
     return model, cfg, extra
+
+
+def _load_foreign(path: Path, obj: dict, source: str, map_location, config: MaskRCNNConfig | None,
+                  bn_eps: float | None) -> tuple[MaskRCNN, MaskRCNNConfig, dict]:
+    """A torchvision or Detectron2 file: weights under "model" / "state_dict" or bare."""
+    weights = obj.get("model", obj.get("state_dict", obj))
+    if not isinstance(weights, dict) or not weights:
+        raise CheckpointError(f"{path} has no weights dict (looked at 'model', 'state_dict' and the file itself)")
+    try:
+        if source == "detectron2":
+            cfg = config or detectron2_config(weights, str(path))
+            state = detectron2_state_dict(weights)
+        else:
+            state = {str(k): v for k, v in weights.items()}
+            cfg = config or torchvision_config({map_legacy_key(k): v for k, v in state.items()}, source, bn_eps)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    if bn_eps is not None and config is not None:
+        cfg = MaskRCNNConfig.from_dict({**cfg.to_dict(), "norm_eps": bn_eps})
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: the {source} weights hold entries that are not arrays")
+    model = MaskRCNN(cfg)
+    load_torchvision_state_dict(model, state, source=f"{path} ({source})")
+    model.eval()
+    return model, cfg, {"source": source}
 
 
 def _looks_like_state_dict(obj) -> bool:

@@ -46,9 +46,10 @@ class BackboneWithFPN(nn.Module):
     """`body` (ResNet) + `fpn`. forward: [B,3,H,W] -> [P2..P6]."""
 
     def __init__(self, depth: int, norm: str, norm_eps: float, trainable_layers: int,
-                 fpn_channels: int = 256, fpn_norm: str | None = None):
+                 fpn_channels: int = 256, fpn_norm: str | None = None, groups: int = 1, width_per_group: int = 64,
+                 stride_in_1x1: bool = False):
         super().__init__()
-        self.body = ResNetBody(depth, norm, norm_eps)
+        self.body = ResNetBody(depth, norm, norm_eps, groups, width_per_group, stride_in_1x1)
         freeze_backbone_layers(self.body, trainable_layers)
         self.fpn = FPN(self.body.out_channels, fpn_channels, fpn_norm)
         self.out_channels = fpn_channels

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import MaskRCNNConfig
+from .detectron2_transform import postprocess_detectron2, preprocess_detectron2
 from .fpn import BackboneWithFPN
 from .roi_heads import RoIHeads
 from .rpn import RPN
@@ -27,7 +28,8 @@ class MaskRCNN(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = BackboneWithFPN(config.backbone_depth, config.norm, config.norm_eps,
-                                        config.trainable_backbone_layers, config.fpn_channels, config.fpn_norm)
+                                        config.trainable_backbone_layers, config.fpn_channels, config.fpn_norm,
+                                        config.block_groups, config.block_width_per_group, config.stride_in_1x1)
         self.rpn = RPN(config, config.fpn_channels)
         self.roi_heads = RoIHeads(config, config.fpn_channels)
 
@@ -46,7 +48,14 @@ class MaskRCNN(nn.Module):
                 if t["labels"].dtype != torch.int64:
                     raise TypeError(f"target labels must be int64, got {t['labels'].dtype}")
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        batch, sizes, targets = preprocess(list(images), targets, self.config, self.training, fit)
+        detectron2 = self.config.transform_rule == "detectron2"
+        if detectron2:
+            if self.training:
+                raise ValueError("transform_rule='detectron2' is for inference; "
+                                 "train with transform_rule='torchvision'")
+            batch, sizes = preprocess_detectron2(list(images), self.config, fit)
+        else:
+            batch, sizes, targets = preprocess(list(images), targets, self.config, self.training, fit)
         feats = self.backbone(batch)  # [P2..P6]
         proposals, rpn_losses = self.rpn(feats, tuple(batch.shape[-2:]), sizes, targets)
         results, head_losses = self.roi_heads(feats, proposals, sizes, targets)
@@ -54,7 +63,7 @@ class MaskRCNN(nn.Module):
             return {**head_losses, **rpn_losses}
         if raw:
             return results, sizes
-        return postprocess(results, sizes, original_sizes)
+        return (postprocess_detectron2 if detectron2 else postprocess)(results, sizes, original_sizes)
 
 
 def binarize_masks(masks: Tensor, threshold: float = 0.5) -> Tensor:

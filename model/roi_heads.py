@@ -56,12 +56,15 @@ class ConvFCHead(nn.Sequential):
 
 
 class BoxPredictor(nn.Module):
-    """[K, D] -> class logits [K, num_classes], class-specific deltas [K, 4*num_classes]."""
+    """[K, D] -> class logits [K, num_classes], class-specific deltas [K, 4*num_box_classes].
 
-    def __init__(self, in_features: int, num_classes: int):
+    num_box_classes is num_classes (torchvision: a box for background too) or num_classes - 1 (Detectron2).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, num_box_classes: int | None = None):
         super().__init__()
         self.cls_score = nn.Linear(in_features, num_classes)
-        self.bbox_pred = nn.Linear(in_features, num_classes * 4)
+        self.bbox_pred = nn.Linear(in_features, (num_box_classes or num_classes) * 4)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.flatten(1)
@@ -105,11 +108,18 @@ class RoIHeads(nn.Module):
             self.box_head = ConvFCHead(channels, pool, cfg.head_norm, cfg.box_fc_dim)
         else:
             raise ValueError(f"unknown box_head {cfg.box_head!r}; use 'two_mlp' or 'conv4_fc'")
-        self.box_predictor = BoxPredictor(cfg.box_fc_dim, cfg.num_classes)
+        # Detectron2 keeps background as the last logit and has boxes and masks for foreground classes only
+        fg_only = cfg.num_classes - 1 if cfg.background_class == "last" else cfg.num_classes
+        self.box_predictor = BoxPredictor(cfg.box_fc_dim, cfg.num_classes, fg_only)
         self.mask_head = MaskHead(channels, cfg.mask_head_channels, cfg.head_norm)
-        self.mask_predictor = MaskPredictor(cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes)
+        self.mask_predictor = MaskPredictor(cfg.mask_head_channels, cfg.mask_head_channels, fg_only)
         self.coder = BoxCoder(tuple(cfg.box_reg_weights))
         self.matcher = Matcher(cfg.box_fg_iou_thresh, cfg.box_bg_iou_thresh, allow_low_quality_matches=False)
+
+    def column(self, labels: Tensor) -> Tensor:
+        """Labels (0 = background, 1..K foreground) -> columns of the box/mask outputs (class logits for
+        background excepted): the label itself, or label - 1 with background last."""
+        return labels - 1 if self.cfg.background_class == "last" else labels
 
     def _pool(self, feats: list[Tensor], boxes: list[Tensor], image_sizes, output_size: int) -> Tensor:
         """Multi-level RoIAlign of per-image boxes on P2..P5 -> [K, C, out, out]."""
@@ -128,17 +138,18 @@ class RoIHeads(nn.Module):
         x = self.box_head(self._pool(feats, proposals, image_sizes, self.cfg.box_roi_output_size))
         class_logits, box_deltas = self.box_predictor(x)
         if self.training:
-            losses = box_losses(class_logits, box_deltas, labels, reg_targets)
+            losses = box_losses(class_logits, box_deltas, labels, reg_targets, self.cfg.background_class == "last")
             pos = [torch.where(l > 0)[0] for l in labels]
             mask_boxes = [p[i] for p, i in zip(proposals, pos)]
             mask_logits = self._mask_logits(feats, mask_boxes, image_sizes)
             losses["loss_mask"] = mask_loss(mask_logits, mask_boxes, [t["masks"] for t in targets],
-                                            [t["labels"] for t in targets], [m[i] for m, i in zip(matched, pos)])
+                                            [self.column(t["labels"]) for t in targets],
+                                            [m[i] for m, i in zip(matched, pos)])
             return [], losses
         results = self.postprocess_detections(class_logits, box_deltas, proposals, image_sizes)
         mask_logits = self._mask_logits(feats, [r["boxes"] for r in results], image_sizes)
         labels = torch.cat([r["labels"] for r in results])
-        probs = mask_logits.sigmoid()[torch.arange(labels.shape[0], device=labels.device), labels][:, None]
+        probs = mask_logits[torch.arange(labels.shape[0], device=labels.device), self.column(labels)][:, None].sigmoid()
         for r, m in zip(results, probs.split([len(r["labels"]) for r in results])):
             r["masks"] = m  # [D, 1, 28, 28]
         return results, {}
@@ -183,36 +194,50 @@ class RoIHeads(nn.Module):
 
     def postprocess_detections(self, class_logits: Tensor, box_deltas: Tensor, proposals: list[Tensor],
                                image_sizes: list[tuple[int, int]]) -> list[dict]:
-        """Softmax scores, drop background, threshold, remove tiny boxes, class-wise NMS, top-n."""
+        """Softmax scores, drop background, threshold, remove tiny boxes, class-wise NMS, top-n.
+
+        Same steps in torchvision (roi_heads.py::postprocess_detections) and Detectron2
+        (roi_heads/fast_rcnn.py::fast_rcnn_inference_single_image, which removes no small boxes: box_min_size 0).
+        """
         cfg = self.cfg
         num_classes = class_logits.shape[-1]
         boxes_all = self.coder.decode(box_deltas, torch.cat(proposals)).split([len(p) for p in proposals])
         scores_all = F.softmax(class_logits, -1).split([len(p) for p in proposals])
         results = []
         for boxes, scores, size in zip(boxes_all, scores_all, image_sizes):
-            boxes = clip_boxes(boxes, size)  # [N, K, 4]
-            labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
-            boxes = boxes[:, 1:].reshape(-1, 4)
-            scores = scores[:, 1:].reshape(-1)
-            labels = labels[:, 1:].reshape(-1)
+            boxes = clip_boxes(boxes, size)  # [N, K or K+1, 4]
+            scores = scores[:, :-1] if cfg.background_class == "last" else scores[:, 1:]  # [N, K]
+            if cfg.background_class == "first":
+                boxes = boxes[:, 1:]
+            labels = torch.arange(1, num_classes, device=boxes.device).view(1, -1).expand_as(scores)
+            boxes = boxes.reshape(-1, 4)
+            scores = scores.reshape(-1)
+            labels = labels.reshape(-1)
             keep = torch.where(scores > cfg.box_score_thresh)[0]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            keep = remove_small_boxes(boxes, 1e-2)
-            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            if cfg.box_min_size > 0:
+                keep = remove_small_boxes(boxes, cfg.box_min_size)
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             keep = batched_nms(boxes, scores, labels, cfg.box_nms_thresh)[:cfg.detections_per_img]
             results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return results
 
 
-def box_losses(class_logits: Tensor, box_deltas: Tensor, labels: list[Tensor], reg_targets: list[Tensor]
-               ) -> dict[str, Tensor]:
-    """Cross-entropy over sampled RoIs; smooth-L1 (beta 1/9) on the GT class's deltas / #sampled."""
+def box_losses(class_logits: Tensor, box_deltas: Tensor, labels: list[Tensor], reg_targets: list[Tensor],
+               background_last: bool = False) -> dict[str, Tensor]:
+    """Cross-entropy over sampled RoIs; smooth-L1 (beta 1/9) on the GT class's deltas / #sampled.
+
+    labels: 0 = background, 1..K; with background_last the logit of background is K and label l's
+    logit and deltas are column l - 1.
+    """
     labels = torch.cat(labels)
     reg_targets = torch.cat(reg_targets)
-    loss_cls = F.cross_entropy(class_logits, labels)
+    shift = 1 if background_last else 0
+    ce_target = torch.where(labels == 0, class_logits.shape[-1] - 1, labels - 1) if background_last else labels
+    loss_cls = F.cross_entropy(class_logits, ce_target)
     pos = torch.where(labels > 0)[0]
     deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)
-    loss_box = F.smooth_l1_loss(deltas[pos, labels[pos]], reg_targets[pos], beta=1 / 9, reduction="sum")
+    loss_box = F.smooth_l1_loss(deltas[pos, labels[pos] - shift], reg_targets[pos], beta=1 / 9, reduction="sum")
     return {"loss_classifier": loss_cls, "loss_box_reg": loss_box / labels.numel()}
 
 

@@ -1,4 +1,4 @@
-"""Region proposal network: head, proposal filtering and losses (torchvision semantics)."""
+"""Region proposal network: head, proposal filtering and losses (torchvision or Detectron2 semantics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .anchors import grid_anchors
+from .anchors import detectron2_grid_anchors, grid_anchors
 from .box_ops import BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes, sample_pos_neg
 from .config import MaskRCNNConfig
 
@@ -59,8 +59,7 @@ class RPN(nn.Module):
         logits, deltas = self.head(feats)
         num_images = feats[0].shape[0]
         per_level = [l.shape[1] * l.shape[2] * l.shape[3] for l in logits]
-        anchors = grid_anchors([f.shape[-2:] for f in feats], padded_size, cfg.anchor_sizes, cfg.anchor_ratios,
-                               feats[0].dtype, feats[0].device)  # [A_total, 4]
+        anchors = self.anchors([tuple(f.shape[-2:]) for f in feats], padded_size, feats[0].dtype)  # [A_total, 4]
         objectness = torch.cat([_flatten(l, 1) for l in logits], dim=1).reshape(num_images, -1)  # [B, A_total]
         box_deltas = torch.cat([_flatten(d, 4) for d in deltas], dim=1).reshape(-1, 4)  # [B*A_total, 4]
         all_anchors = anchors.repeat(num_images, 1)
@@ -75,9 +74,26 @@ class RPN(nn.Module):
             losses = self.losses(anchors, objectness.reshape(-1), box_deltas, targets)
         return boxes, losses
 
+    def anchors(self, feature_sizes: list[tuple[int, int]], padded_size: tuple[int, int],
+                dtype: torch.dtype = torch.float32) -> Tensor:
+        """All anchors [A_total, 4] of a padded batch by the config's anchor_rule (P2.. have strides 4, 8, ..)."""
+        cfg = self.cfg
+        device = self.head.cls_logits.weight.device
+        if cfg.anchor_rule == "detectron2":
+            strides = [4 * 2 ** i for i in range(len(feature_sizes))]
+            return detectron2_grid_anchors(feature_sizes, strides, cfg.anchor_sizes, cfg.anchor_ratios,
+                                           cfg.anchor_offset, device).to(dtype)
+        return grid_anchors(feature_sizes, padded_size, cfg.anchor_sizes, cfg.anchor_ratios, dtype, device)
+
     def filter_proposals(self, proposals: Tensor, objectness: Tensor, image_sizes: list[tuple[int, int]],
-                         per_level: list[int], pre_n: int, post_n: int) -> list[Tensor]:
-        """proposals [B, A, 4], objectness [B, A] -> kept boxes [N_i, 4] per image (scores dropped)."""
+                         per_level: list[int], pre_n: int, post_n: int, with_scores: bool = False):
+        """proposals [B, A, 4], objectness [B, A] -> kept boxes [N_i, 4] per image (scores dropped).
+
+        Top pre_n per level, then per image: clip, drop small boxes, NMS per level, top post_n. The
+        "detectron2" proposal_rule (proposal_generator/proposal_utils.py::find_top_rpn_proposals) drops
+        non-finite boxes, keeps sides > rpn_min_size (strictly) and ranks by logits, not sigmoid scores.
+        with_scores: return (boxes, scores) lists, scores [N_i] as ranked (probabilities or logits).
+        """
         cfg = self.cfg
         device = objectness.device
         levels = torch.cat([torch.full((n,), i, dtype=torch.int64, device=device) for i, n in enumerate(per_level)])
@@ -88,19 +104,31 @@ class RPN(nn.Module):
             offset += ob.shape[1]
         top_idx = torch.cat(top_idx, dim=1)  # [B, K]
         batch = torch.arange(objectness.shape[0], device=device)[:, None]
-        scores_all = torch.sigmoid(objectness[batch, top_idx])
+        detectron2 = cfg.proposal_rule == "detectron2"
+        scores_all = objectness[batch, top_idx]
+        if not detectron2:
+            scores_all = torch.sigmoid(scores_all)
         levels_all = levels[None].expand_as(objectness)[batch, top_idx]
         boxes_all = proposals[batch, top_idx]
-        out = []
+        out, out_scores = [], []
         for boxes, scores, lvl, size in zip(boxes_all, scores_all, levels_all, image_sizes):
+            if detectron2:
+                keep = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
+                boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
             boxes = clip_boxes(boxes, size)
-            keep = remove_small_boxes(boxes, cfg.rpn_min_size)
+            if detectron2:
+                keep = torch.where((boxes[:, 2] - boxes[:, 0] > cfg.rpn_min_size)
+                                   & (boxes[:, 3] - boxes[:, 1] > cfg.rpn_min_size))[0]
+            else:
+                keep = remove_small_boxes(boxes, cfg.rpn_min_size)
             boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
-            keep = torch.where(scores >= cfg.rpn_score_thresh)[0]
-            boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
+            if not detectron2:
+                keep = torch.where(scores >= cfg.rpn_score_thresh)[0]
+                boxes, scores, lvl = boxes[keep], scores[keep], lvl[keep]
             keep = batched_nms(boxes, scores, lvl, cfg.rpn_nms_thresh)[:post_n]
             out.append(boxes[keep])
-        return out
+            out_scores.append(scores[keep])
+        return (out, out_scores) if with_scores else out
 
     def losses(self, anchors: Tensor, objectness: Tensor, deltas: Tensor, targets: list[dict]) -> dict[str, Tensor]:
         """anchors [A,4] (same for all images), objectness [B*A], deltas [B*A, 4]."""
