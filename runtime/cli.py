@@ -137,23 +137,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     class_names = predictor.class_names or \
         ["__background__"] + [f"class{i}" for i in range(1, predictor.config.num_classes)]
     out = Path(args.out)
-    failed = []
+    unreadable, unfit = [], []  # named apart: an image that does not fit was read
     for path, name in zip(paths, _output_names(paths)):
         try:
             image = load_image(path)
             det = predictor.predict([image], min_score=args.score_thresh)[0]  # pastes kept masks only
         except ImageLoadError as err:
             print(err, file=sys.stderr)
-            failed.append(path)
+            unreadable.append(path)
             continue
         except PredictorError as err:
             print(f"cannot use image {path}: {err}", file=sys.stderr)
-            failed.append(path)
+            unfit.append(path)
             continue
         save_png(draw_detections(image, det, class_names, score_thresh=args.score_thresh), out / name)
         print(f"{path.name}: {len(det['scores'])} detections -> {out / name}")
-    if failed:
-        print(unreadable_summary(failed, len(paths)), file=sys.stderr)
+    if unreadable:
+        print(unreadable_summary(unreadable, len(paths)), file=sys.stderr)
+    if unfit:
+        print(f"{len(unfit)} of {len(paths)} images do not fit this model: "
+              f"{', '.join(p.name for p in unfit)}", file=sys.stderr)
+    if unreadable or unfit:
         return EXIT_BAD_INPUT
     return 0
 

@@ -35,10 +35,10 @@ def load_image(path: str | Path) -> torch.Tensor:
     """RGB float32 tensor [3,H,W] in 0-1 of an image file; ImageLoadError (one line: file and reason) if unreadable.
 
     The EXIF orientation is applied (a phone photo held upright is stored sideways with a "rotate 90
-    degrees" tag), so the tensor is the image as viewers show it. Every mode PIL opens becomes RGB: grayscale (8- and 16-bit, the latter scaled by 1/65535) is
-    repeated over the channels, palette images take their colours, and an alpha channel (RGBA, LA,
-    palette transparency) is dropped, keeping the stored colours as torchvision's `read_image(...,
-    ImageReadMode.RGB)` does. Any size PIL's decompression-bomb guard admits is read: 24 MP photos
+    degrees" tag), so the tensor is the image as viewers show it. Every mode PIL opens becomes RGB:
+    grayscale (8- and 16-bit, the latter scaled by 1/65535) is repeated over the channels, palette
+    images take their colours, and an alpha channel (RGBA, LA, palette transparency) is dropped, keeping
+    the stored colours as torchvision's `read_image(..., ImageReadMode.RGB)` does. Any size PIL's decompression-bomb guard admits is read: 24 MP photos
     (6000x4000) load in about 2 s and 300 MB; images over twice `PIL.Image.MAX_IMAGE_PIXELS` (179 MP)
     are refused.
     """

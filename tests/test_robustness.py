@@ -131,7 +131,8 @@ def test_load_image_makes_every_mode_rgb_and_names_each_failure(tmp_path, monkey
 
 
 def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, capsys, monkeypatch):
-    """PNG, JPEG, grayscale, RGBA, corrupt, empty, 1x1 and 6000x4000 in one folder."""
+    """PNG, JPEG, grayscale, RGBA, corrupt, empty, 1x1, 6000x4000 and a 3000x1 sliver in one folder: the
+    unreadable files and the image that was read but does not fit the model are named apart."""
     folder = tmp_path / "mixed"
     folder.mkdir()
     scene = Image.open(tiny["val_images"][0]).convert("RGB")
@@ -143,6 +144,7 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
     (folder / "empty.png").write_bytes(b"")
     Image.new("RGB", (1, 1), (120, 30, 200)).save(folder / "one.png")
     Image.fromarray(np.asarray(scene.resize((6000, 4000), Image.NEAREST))).save(folder / "huge.jpg", quality=80)
+    Image.new("RGB", (3000, 1), (10, 200, 30)).save(folder / "sliver.png")  # resized, its height rounds to 0 px
     sizes = {"photo.png.png": (190, 150), "photo.jpg.png": (190, 150), "gray.png": (190, 150),
              "rgba.png": (190, 150), "one.png": (1, 1), "huge.png": (6000, 4000)}
 
@@ -150,7 +152,10 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
     capsys.readouterr()
     assert main(["predict", str(tiny["checkpoint"]), str(folder), "--out", str(out)]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "2 of 8 images could not be read: corrupt.jpg, empty.png"
+    assert err[-2:] == ["2 of 9 images could not be read: corrupt.jpg, empty.png",
+                        "1 of 9 images do not fit this model: sliver.png"]
+    assert err[-3].startswith(f"cannot use image {folder / 'sliver.png'}: a 3000x1 image is too thin for this model: "
+                              "it does not fit")
     assert err[0].startswith(f"cannot read image {folder / 'corrupt.jpg'}: ") and len(err[0].split(": ")[-1]) > 5
     assert err[1] == f"cannot read image {folder / 'empty.png'}: file is empty (0 bytes)"
     assert sorted(os.listdir(out)) == sorted(sizes)  # nothing else: no temporaries, no partial files
