@@ -18,18 +18,23 @@ import numpy as np
 __all__ = ["bilinear_weights", "resize_bilinear", "paste_masks"]
 
 
-def bilinear_weights(in_size: int, out_size: int, rows: np.ndarray | None = None) -> np.ndarray:
+def bilinear_weights(in_size: int, out_size: int, rows: np.ndarray | None = None, float32_source: bool = False
+                     ) -> np.ndarray:
     """[len(rows), in_size] float32 matrix W with W @ x = 1-D bilinear resize of x (align_corners=False)
     at output positions `rows` (default: all out_size of them).
 
     As torch: source = (dst + 0.5) * (in / out) - 0.5, clamped below at 0; taps floor(source) and the next
     one (clamped to the last input); weights 1 - frac and frac. The scale is a float32 quotient and the
-    source position that product rounded once to float32, as torch's CPU kernel gives it (computing the
-    product in float32 too is off by an ulp: 3e-5 of a weight at positions near 512).
+    source position that product rounded once to float32, as torch 2.14's CPU kernel gives it. torch 2.15
+    computes the product in float32 arithmetic (`float32_source=True` reproduces it): one ulp apart at some
+    positions, 3e-5 of a weight near 512 px; tests/test_resize_paste_numpy.py accepts either.
     """
     rows = np.arange(out_size) if rows is None else rows
-    scale = np.float64(np.float32(in_size) / np.float32(out_size))
-    src = np.maximum((rows + 0.5) * scale - 0.5, 0).astype(np.float32)
+    scale = np.float32(in_size) / np.float32(out_size)
+    if float32_source:
+        src = np.maximum((rows.astype(np.float32) + np.float32(0.5)) * scale - np.float32(0.5), np.float32(0))
+    else:
+        src = np.maximum((rows + 0.5) * np.float64(scale) - 0.5, 0).astype(np.float32)
     lo = np.minimum(src.astype(np.int64), in_size - 1)          # floor (src >= 0)
     hi = np.minimum(lo + 1, in_size - 1)
     frac = (src - lo).astype(np.float32)
@@ -39,12 +44,13 @@ def bilinear_weights(in_size: int, out_size: int, rows: np.ndarray | None = None
     return weights
 
 
-def resize_bilinear(image: np.ndarray, scale: float) -> np.ndarray:
-    """[C,H,W] float32 -> [C,floor(H*scale),floor(W*scale)] float32, as model/transform.py's resize."""
+def resize_bilinear(image: np.ndarray, scale: float, float32_source: bool = False) -> np.ndarray:
+    """[C,H,W] float32 -> [C,floor(H*scale),floor(W*scale)] float32, as model/transform.py's resize
+    (float32_source: see bilinear_weights)."""
     channels, height, width = image.shape
     out_h, out_w = int(np.floor(height * scale)), int(np.floor(width * scale))
-    wy = bilinear_weights(height, out_h)                        # [h',H]
-    wx = bilinear_weights(width, out_w)                         # [w',W]
+    wy = bilinear_weights(height, out_h, float32_source=float32_source)   # [h',H]
+    wx = bilinear_weights(width, out_w, float32_source=float32_source)    # [w',W]
     return np.einsum("yh,chw,xw->cyx", wy, image.astype(np.float32, copy=False), wx, optimize=True)
 
 
