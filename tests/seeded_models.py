@@ -20,6 +20,25 @@ from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.runtime import load
 
 
+def two_images() -> list[torch.Tensor]:
+    """Two seeded random float [3,H,W] images of different sizes (120x150, 100x90)."""
+    g = torch.Generator().manual_seed(3)
+    return [torch.rand(3, 120, 150, generator=g), torch.rand(3, 100, 90, generator=g)]
+
+
+def two_object_targets(images: Sequence[torch.Tensor]) -> list[dict]:
+    """Training targets with the same two boxes (labels 1 and 2) and filled masks for each image."""
+    targets = []
+    for img in images:
+        h, w = img.shape[-2:]
+        masks = torch.zeros(2, h, w, dtype=torch.uint8)
+        masks[0, 10:60, 20:80] = 1
+        masks[1, 40:90, 5:50] = 1
+        targets.append({"boxes": torch.tensor([[20, 10, 80, 60.0], [5, 40, 50, 90]]), "labels": torch.tensor([1, 2]),
+                        "masks": masks})
+    return targets
+
+
 def make_masks_confident(model: MaskRCNN) -> MaskRCNN:
     """Scale the mask logits layer x20 in place (see the module docstring); returns the model."""
     with torch.no_grad():

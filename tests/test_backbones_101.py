@@ -10,6 +10,7 @@ import torchvision
 import detectron2_golden as golden
 from maskrcnn_deploy.model import MaskRCNN, map_detectron2_key, resnet101_fpn, resnext101_32x8d_fpn
 from maskrcnn_deploy.model.backbone import ResNetBody
+from seeded_models import two_images, two_object_targets
 
 PRESETS = {"R101-FPN": (resnet101_fpn, torchvision.models.resnet101),
            "X101-32x8d-FPN": (resnext101_32x8d_fpn, torchvision.models.resnext101_32x8d)}
@@ -43,11 +44,6 @@ def test_stride_placement(name):
         assert block.conv2.groups == (32 if name.startswith("X") else 1)
 
 
-def _images():
-    g = torch.Generator().manual_seed(3)
-    return [torch.rand(3, 120, 150, generator=g), torch.rand(3, 100, 90, generator=g)]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", PRESETS)
 def test_trains_one_step_and_infers_at_small_size(name):
@@ -55,15 +51,8 @@ def test_trains_one_step_and_infers_at_small_size(name):
     cfg = PRESETS[name][0](3, min_size=(96, 112), max_size=144, rpn_post_nms_top_n_train=200,
                            box_batch_size_per_image=32)
     model = MaskRCNN(cfg).train()
-    images = _images()
-    targets = []
-    for img in images:
-        h, w = img.shape[-2:]
-        masks = torch.zeros(2, h, w, dtype=torch.uint8)
-        masks[0, 10:60, 20:80] = 1
-        masks[1, 40:90, 5:50] = 1
-        targets.append({"boxes": torch.tensor([[20, 10, 80, 60.0], [5, 40, 50, 90]]), "labels": torch.tensor([1, 2]),
-                        "masks": masks})
+    images = two_images()
+    targets = two_object_targets(images)
     losses = model(images, targets)
     loss = sum(losses.values())
     assert torch.isfinite(loss)

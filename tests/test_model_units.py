@@ -7,6 +7,7 @@ import torchvision
 from maskrcnn_deploy.model import (CheckpointError, MaskRCNN, load_checkpoint, load_torchvision_state_dict,
                                    resnet18_fpn, save_checkpoint, torchvision_v1)
 from maskrcnn_deploy.model.checkpoint import map_legacy_key
+from seeded_models import two_images, two_object_targets
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -19,11 +20,6 @@ def small():
     return cfg, model
 
 
-def _imgs():
-    g = torch.Generator().manual_seed(3)
-    return [torch.rand(3, 120, 150, generator=g), torch.rand(3, 100, 90, generator=g)]
-
-
 def test_checkpoint_round_trip(tmp_path, small):
     cfg, model = small
     path = save_checkpoint(tmp_path / "ck.pt", model, cfg, iteration=7, optimizer={"lr": 0.1},
@@ -32,7 +28,7 @@ def test_checkpoint_round_trip(tmp_path, small):
     model2, cfg2, extra = load_checkpoint(path)
     assert cfg2 == cfg and extra["iteration"] == 7 and extra["class_names"] == ["bg", "a", "b"]
     with torch.no_grad():
-        a, b = model(_imgs()), model2(_imgs())
+        a, b = model(two_images()), model2(two_images())
     for x, y in zip(a, b):
         assert len(x["boxes"]) > 0
         for k in ("boxes", "scores", "labels", "masks"):
@@ -109,15 +105,8 @@ def test_resnet18_trains_one_step_and_infers():
     cfg = resnet18_fpn(num_classes=3, min_size=(112, 128), max_size=160, rpn_post_nms_top_n_train=300,
                        box_batch_size_per_image=64)
     model = MaskRCNN(cfg).train()
-    images = _imgs()
-    targets = []
-    for img in images:
-        h, w = img.shape[-2:]
-        masks = torch.zeros(2, h, w, dtype=torch.uint8)
-        masks[0, 10:60, 20:80] = 1
-        masks[1, 40:90, 5:50] = 1
-        targets.append({"boxes": torch.tensor([[20, 10, 80, 60.0], [5, 40, 50, 90]]),
-                        "labels": torch.tensor([1, 2]), "masks": masks})
+    images = two_images()
+    targets = two_object_targets(images)
     losses = model(images, targets)
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
     loss = sum(losses.values())
