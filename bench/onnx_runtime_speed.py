@@ -22,14 +22,18 @@ import onnx
 import torch
 import torchvision
 from onnx import TensorProto, helper
-
-from maskrcnn_deploy.export import DeployMaskRCNN
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_onnx
-from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet18_fpn, torchvision_v1
-from maskrcnn_deploy.plugins import multilevel_roi_align
-from maskrcnn_deploy.runtime.onnx_backend import load_session
-from maskrcnn_deploy.runtime.predictor import OnnxPredictor, preprocess_images
 from timing import median_time  # bench/timing.py
+
+from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN
+from maskrcnn_deploy.export.graph_io import read_onnx
+from maskrcnn_deploy.export.onnx_export import ExportOptions, export_onnx
+from maskrcnn_deploy.export.preprocess import preprocess_images
+from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict
+from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
+from maskrcnn_deploy.plugins.onnxruntime_op import load_session
+from maskrcnn_deploy.plugins.torch_ops import multilevel_roi_align
+from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
 
 SIZE = (800, 1344)
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
@@ -63,7 +67,7 @@ def custom_op_overhead(repeat: int) -> dict:
     path = Path("out/bench_ort/roi_node.onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
-    session = load_session(path)
+    session = load_session(read_onnx(path), name=path)
     feed = {"rois": rois.numpy(), **{f"p{i + 2}": f.numpy() for i, f in enumerate(feats)}}
     t_ort = median_time(lambda: session.run(None, feed), repeat, 2)
     t_torch = median_time(lambda: multilevel_roi_align(feats, rois, 7, SCALES, 2, False), repeat, 2)

@@ -37,15 +37,16 @@ from maskrcnn_deploy.calibration.budget import EvalSet
 from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8, save_checked
 from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
 from maskrcnn_deploy.calibration.fp16 import convert_fp16, write_precision_report
-from maskrcnn_deploy.calibration.graph import find_region
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import METHODS, collect_ranges
+from maskrcnn_deploy.calibration.regions import find_region
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+from maskrcnn_deploy.export.preprocess import preprocess_images
+from maskrcnn_deploy.model.data.coco import load_image
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
 from maskrcnn_deploy.runtime import parity
-from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
-from maskrcnn_deploy.runtime.coco import load_image
-from maskrcnn_deploy.runtime.predictor import OnnxPredictor, preprocess_images
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
 
 
 def coco_ap(detections: list[dict], evalset: EvalSet, category_ids) -> dict[str, float]:

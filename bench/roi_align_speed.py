@@ -19,9 +19,9 @@ from collections import OrderedDict
 
 import torch
 import torchvision
-
-from maskrcnn_deploy.plugins import fpn_levels, multilevel_roi_align
 from timing import median_time  # bench/timing.py
+
+from maskrcnn_deploy.plugins.torch_ops import fpn_levels, multilevel_roi_align
 
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 IMAGE = (800, 1344)

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from maskrcnn_deploy.model import load_checkpoint
+from maskrcnn_deploy.model.checkpoint import load_checkpoint
+from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.model.train import TrainConfig, synthetic_model_config, train
-from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
-from maskrcnn_deploy.runtime.inference import evaluate_model
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime.evaluate import evaluate_model
 
 
 def main() -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import onnx
 
 from maskrcnn_deploy.calibration.data import DeployGraph
-from maskrcnn_deploy.calibration.graph import PrecisionError, Region
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
-from maskrcnn_deploy.runtime.files import Journal
-from maskrcnn_deploy.runtime.progress import Progress
+from maskrcnn_deploy.calibration.regions import PrecisionError, Region
+from maskrcnn_deploy.common.files import Journal
+from maskrcnn_deploy.common.progress import Progress
 
 __all__ = ["EvalSet", "GroupSensitivity", "BudgetResult", "evaluate_model", "sensitivity_sweep", "search_budget"]
 
@@ -42,8 +42,12 @@ class EvalSet:
 
     @classmethod
     def from_data(cls, data: str | Path, num_images: int | None = None) -> "EvalSet":
-        from maskrcnn_deploy.runtime.coco import (ImageLoadError, images_and_annotations, report_unreadable,
-                                                 unreadable_images)
+        from maskrcnn_deploy.model.data.coco import (
+            ImageLoadError,
+            images_and_annotations,
+            report_unreadable,
+            unreadable_images,
+        )
 
         images, coco, ids = images_and_annotations(data, num_images)
         if coco is None:
@@ -58,8 +62,8 @@ class EvalSet:
 
 def evaluate_model(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None) -> dict[str, float]:
     """{"bbox": AP points, "segm": AP points} of a deploy graph in ONNX Runtime."""
-    from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
-    from maskrcnn_deploy.runtime.predictor import OnnxPredictor
+    from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
+    from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
 
     with tempfile.TemporaryDirectory(prefix="mrd_eval_") as tmp:
         path = Path(tmp) / "model.onnx"

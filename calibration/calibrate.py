@@ -18,11 +18,11 @@ from pathlib import Path
 import onnx
 
 from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
-from maskrcnn_deploy.calibration.graph import PrecisionError, find_region
 from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
+from maskrcnn_deploy.calibration.regions import PrecisionError, find_region
 from maskrcnn_deploy.calibration.trt_cache import DEFAULT_TRT_VERSION, calibration_cache_text
-from maskrcnn_deploy.runtime.files import Journal, atomic_write, atomic_write_all, file_digest, inputs_key
+from maskrcnn_deploy.common.files import Journal, atomic_write, atomic_write_all, file_digest, inputs_key
 
 __all__ = ["CalibrateOptions", "calibrate_int8", "precision_rows", "save_checked"]
 
@@ -55,12 +55,12 @@ def save_checked(model: onnx.ModelProto, path: str | Path) -> None:
 
 def _save_and_check(model: onnx.ModelProto, path: Path) -> None:
     from maskrcnn_deploy.export.onnx_ops import register_schema
-    from maskrcnn_deploy.runtime.onnx_backend import load_session
+    from maskrcnn_deploy.plugins.onnxruntime_op import load_session
 
     onnx.save(model, str(path))
     register_schema()  # our op's schema, for the checker and shape inference
     onnx.checker.check_model(str(path), full_check=True)
-    load_session(path)
+    load_session(onnx.load(str(path)), name=path)
 
 
 def precision_rows(model: onnx.ModelProto, region, int8_groups, fp16_plan=None) -> list[dict]:

@@ -32,8 +32,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.calibration.calibrate import save_checked
     from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
     from maskrcnn_deploy.calibration.fp16 import convert_fp16, write_precision_report
-    from maskrcnn_deploy.calibration.graph import PrecisionError
     from maskrcnn_deploy.calibration.ranges import collect_ranges, read_ranges
+    from maskrcnn_deploy.calibration.regions import PrecisionError
 
     if not args.fp16:
         raise PrecisionError("convert needs a target precision: --fp16")

@@ -4,26 +4,30 @@
     batches = CalibrationBatches.from_data("data/train.json", graph, num_images=64, batch_size=1)
     for feed in batches: ...                                # {"images": [B,3,H,W], "image_sizes": [B,2]}
 
-Images are resized (by the graph's recorded fit) and mean-padded exactly as `runtime.predictor` does for
-inference, so the observed activation ranges are those the deployed model sees.
+Images are resized (by the graph's recorded fit) and mean-padded exactly as every predictor does for
+inference (export/preprocess.py), so the observed activation ranges are those the deployed model sees.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from maskrcnn_deploy.calibration.graph import PrecisionError, check_float_graph
-from maskrcnn_deploy.export.onnx_export import METADATA_KEY
+from maskrcnn_deploy.calibration.regions import PrecisionError, check_float_graph
+from maskrcnn_deploy.export.graph_io import graph_fit, read_graph_info, read_onnx, static_input_size
+from maskrcnn_deploy.export.preprocess import preprocess_images
 from maskrcnn_deploy.model.config import MaskRCNNConfig
-from maskrcnn_deploy.model.transform import Fit
-from maskrcnn_deploy.runtime.coco import (ImageLoadError, images_and_annotations, load_image, report_unreadable,
-                                         unreadable_images)
-from maskrcnn_deploy.runtime.predictor import graph_fit, preprocess_images
+from maskrcnn_deploy.model.data.coco import (
+    ImageLoadError,
+    images_and_annotations,
+    load_image,
+    report_unreadable,
+    unreadable_images,
+)
+from maskrcnn_deploy.model.fit import Fit
 
 __all__ = ["DeployGraph", "load_float_graph", "read_graph", "CalibrationBatches"]
 
@@ -42,22 +46,11 @@ class DeployGraph:
 
 def read_graph(path: str | Path) -> DeployGraph:
     """Load an ONNX deploy graph written by `maskrcnn-deploy export` (any precision)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PrecisionError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # DecodeError and friends for a corrupt file
-        raise PrecisionError(f"cannot read {path} as ONNX ({type(exc).__name__}): re-export it") from None
-    meta = {p.key: p.value for p in model.metadata_props}.get(METADATA_KEY)
-    if meta is None:
-        raise PrecisionError(f"{path} has no '{METADATA_KEY}' metadata: export it with `maskrcnn-deploy export`")
-    dims = model.graph.input[0].type.tensor_type.shape.dim  # images [B,3,H,W]
-    values = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    size = (values[2], values[3]) if values[2] and values[3] else None
-    info = json.loads(meta)
+    model = read_onnx(path)
+    info = read_graph_info(model, path)
+    batch, size = static_input_size(model)
     config = MaskRCNNConfig.from_dict(info["config"])
-    return DeployGraph(path, model, config, size, values[0], graph_fit(info, config, size))
+    return DeployGraph(Path(path), model, config, size, batch, graph_fit(info, config, size))
 
 
 def load_float_graph(path: str | Path) -> DeployGraph:

@@ -31,7 +31,7 @@ adds what it lacks (each seen on the exported graph):
       large values): those casts are removed
     - it clips weights to 1e4 by default: max_finite_val is float16's 65504 (the range rule holds)
 MultiLevelRoIAlign keeps float32 inputs and outputs: ONNX Runtime runs it as an onnxruntime-extensions
-PyOp declared float32-only (runtime/onnx_backend.py). Its rois must stay float32 in any case (docs/ops.md:
+PyOp declared float32-only (plugins/onnxruntime_op.py). Its rois must stay float32 in any case (docs/ops.md:
 the TensorRT plugin takes float16 maps, never float16 rois).
 """
 
@@ -47,9 +47,10 @@ import numpy as np
 import onnx
 
 from maskrcnn_deploy.calibration.data import DeployGraph
-from maskrcnn_deploy.calibration.graph import GLUE_OPS, WEIGHTED_OPS, PrecisionError, check_float_graph, find_region
-from maskrcnn_deploy.export.onnx_ops import OP_TYPE, register_schema
-from maskrcnn_deploy.runtime.files import write_text
+from maskrcnn_deploy.calibration.regions import GLUE_OPS, WEIGHTED_OPS, PrecisionError, check_float_graph, find_region
+from maskrcnn_deploy.common.files import write_text
+from maskrcnn_deploy.export.onnx_ops import register_schema
+from maskrcnn_deploy.plugins.op_spec import OP_TYPE
 
 __all__ = ["NodePrecision", "FP16_SAFE_MAX", "FRAGILE_OPS", "FP16_OPS", "plan_precision", "convert_fp16",
            "convert_nodes_fp16", "write_precision_report"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from maskrcnn_deploy.calibration.graph import GLUE_OPS, WEIGHTED_OPS, PrecisionError
+from maskrcnn_deploy.calibration.regions import GLUE_OPS, WEIGHTED_OPS, PrecisionError
 
 __all__ = ["quantize_qdq", "QDQ_OP_TYPES", "WEIGHT_AXES", "activation_scales"]
 

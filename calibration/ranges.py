@@ -34,10 +34,10 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from maskrcnn_deploy.calibration.graph import PrecisionError
-from maskrcnn_deploy.runtime.files import atomic_write
-from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
-from maskrcnn_deploy.runtime.progress import Progress
+from maskrcnn_deploy.calibration.regions import PrecisionError
+from maskrcnn_deploy.common.files import atomic_write
+from maskrcnn_deploy.common.interrupts import deferred_interrupt
+from maskrcnn_deploy.common.progress import Progress
 
 __all__ = ["METHODS", "collect_ranges", "region_tensors", "entropy_threshold", "read_ranges"]
 
@@ -66,12 +66,12 @@ def _calibrator_class(method: str):
         def create_inference_session(self):
             import onnxruntime as ort
 
-            from maskrcnn_deploy.runtime import onnx_backend
+            from maskrcnn_deploy.plugins import onnxruntime_op as onnx_backend
 
             options = ort.SessionOptions()
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.register_custom_ops_library(onnx_backend.custom_op_library_path())
-            model = onnx_backend._for_pyop(onnx.load(self.augmented_model_path))
+            model = onnx_backend.for_pyop(onnx.load(self.augmented_model_path))
             self.infer_session = ort.InferenceSession(model.SerializeToString(), options,
                                                       providers=["CPUExecutionProvider"])
 

@@ -25,8 +25,8 @@ import re
 import struct
 from pathlib import Path
 
-from maskrcnn_deploy.calibration.graph import PrecisionError
-from maskrcnn_deploy.runtime.files import write_text
+from maskrcnn_deploy.calibration.regions import PrecisionError
+from maskrcnn_deploy.common.files import write_text
 
 __all__ = ["ALGORITHMS", "DEFAULT_TRT_VERSION", "trt_version_number", "write_calibration_cache",
            "calibration_cache_text", "read_calibration_cache"]

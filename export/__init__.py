@@ -1,5 +1,4 @@
-"""Export a trained Mask R-CNN to ONNX: the fixed-shape deploy graph and its custom RoIAlign node."""
+"""The fixed-shape deploy graph, its ONNX export (custom op or standard ops) and the graph's metadata I/O.
 
-from .deploy_model import OUTPUT_NAMES, DeployMaskRCNN
-
-__all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
+Import from the submodules; this file imports nothing, so `export.graph_io` stays free of torch.
+"""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrcnn_deploy.model import MaskRCNN
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.model.roi_align import multilevel_roi_align
 
 from .canvas import FEATURE_STRIDES, extent_masking, image_anchors, padded_extent, replicate_edges

@@ -10,7 +10,6 @@ installed ONNX Runtime accepts.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,24 +17,25 @@ from pathlib import Path
 import onnx
 import torch
 
-from maskrcnn_deploy.model import MaskRCNN
-from maskrcnn_deploy.model.transform import Fit
-from maskrcnn_deploy.runtime.files import atomic_write
+from maskrcnn_deploy.common.files import atomic_write
+from maskrcnn_deploy.model.fit import Fit
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 
 from . import onnx_ops
 from .deploy_model import OUTPUT_NAMES, DeployMaskRCNN
+from .graph_io import write_graph_info
 from .nms import nms_keep_onnx
 
 __all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", "export_checkpoint", "verify_onnx",
-           "INPUT_NAMES", "METADATA_KEY"]
+           "INPUT_NAMES"]
+from maskrcnn_deploy.common.errors import BadInputError
 
 INPUT_NAMES = ("images", "image_sizes")
 MIN_OPSET, MAX_OPSET = 18, 20  # RoiAlign-16 semantics; torchlib is written at opset 18
 MAX_IR_VERSION = 10            # what onnxruntime >= 1.18 loads
-METADATA_KEY = "maskrcnn_deploy"  # metadata_props entry: config, fit, class names, export options (read by the runtime)
 
 
-class ExportError(RuntimeError):
+class ExportError(BadInputError, RuntimeError):
     """The model or the options cannot be exported, or the exported file failed a check."""
 
 
@@ -85,7 +85,7 @@ def fit_config_to_canvas(config, size: tuple[int, int]):
 def export_checkpoint(checkpoint: str | Path, path: str | Path, options: ExportOptions | None = None,
                       num_classes: int | None = None) -> onnx.ModelProto:
     """Export one of our checkpoints; num_classes, when given, must match the checkpoint's."""
-    from maskrcnn_deploy.model import CheckpointError, load_checkpoint
+    from maskrcnn_deploy.model.checkpoint import CheckpointError, load_checkpoint
 
     try:
         model, config, extra = load_checkpoint(checkpoint)
@@ -142,7 +142,7 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
                         f"{model.config.num_classes} classes, RoIAlign {options.roi_align}")
     meta = {"config": config.to_dict(), "fit": fit.to_dict(), "roi_align": options.roi_align,
             "dynamic": options.dynamic, **(labels or {})}
-    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
+    write_graph_info(proto, meta)
     def save_verified(tmp: Path) -> None:  # checked before it takes the final name: a bad graph is never left
         onnx.save_model(proto, str(tmp))
         verify_onnx(tmp, static=not options.dynamic, name=path)

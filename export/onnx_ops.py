@@ -21,26 +21,9 @@ import math
 import onnx
 from onnx.defs import OpSchema
 
-__all__ = ["DOMAIN", "OP_TYPE", "OP_VERSION", "ATTRIBUTES", "register_schema", "multilevel_roi_align_custom",
-           "multilevel_roi_align_standard"]
+__all__ = ["register_schema", "multilevel_roi_align_custom", "multilevel_roi_align_standard"]
 
-DOMAIN = "maskrcnn_deploy"
-OP_TYPE = "MultiLevelRoIAlign"
-OP_VERSION = 1
-
-# name -> (ONNX attribute type, meaning); all plain ints/floats/lists/strings, as TensorRT's ONNX
-# parser hands them to plugins as PluginFields.
-ATTRIBUTES = {
-    "output_height": (OpSchema.AttrType.INT, "bins per roi along y (7 box head, 14 mask head)"),
-    "output_width": (OpSchema.AttrType.INT, "bins per roi along x"),
-    "sampling_ratio": (OpSchema.AttrType.INT, "bilinear samples per bin per axis; 0 = adaptive ceil(roi/bin)"),
-    "aligned": (OpSchema.AttrType.INT, "1 = half-pixel offset (Detectron2 ROIAlignV2), 0 = legacy (torchvision)"),
-    "spatial_scales": (OpSchema.AttrType.FLOATS, "feature cells per input pixel of P2..P5 (1/4, 1/8, 1/16, 1/32)"),
-    "canonical_scale": (OpSchema.AttrType.FLOAT, "FPN level rule: canonical box size in pixels (224)"),
-    "canonical_level": (OpSchema.AttrType.INT, "FPN level rule: level of the canonical box (4)"),
-    "level_eps": (OpSchema.AttrType.FLOAT, "FPN level rule: added before the floor (torchvision 1e-6)"),
-    "mode": (OpSchema.AttrType.STRING, "'avg' (Mask R-CNN) or 'max' over the bin's samples"),
-}
+from maskrcnn_deploy.plugins.op_spec import ATTRIBUTES, DOMAIN, OP_TYPE, OP_VERSION  # noqa: E402  (the op's identity)
 
 
 def register_schema() -> None:
@@ -57,7 +40,7 @@ def register_schema() -> None:
         inputs=inputs,
         outputs=[OpSchema.FormalParameter("pooled", "T", "[R, C, output_height, output_width]")],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "float32 or float16")],
-        attributes=[OpSchema.Attribute(name, kind, doc) for name, (kind, doc) in ATTRIBUTES.items()],
+        attributes=[OpSchema.Attribute(name, getattr(OpSchema.AttrType, kind), doc) for name, (kind, doc) in ATTRIBUTES.items()],
     )
     onnx.defs.register_schema(schema)
 

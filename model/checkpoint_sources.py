@@ -22,12 +22,13 @@ from .config import MaskRCNNConfig, detectron2_mask_rcnn, torchvision_v1, torchv
 
 __all__ = ["SOURCES", "UnsafePickleError", "safe_unpickle", "read_checkpoint_file", "detect_source",
            "map_detectron2_key", "detectron2_state_dict", "detectron2_config", "torchvision_config"]
+from maskrcnn_deploy.common.errors import BadInputError
 
 SOURCES = ("maskrcnn-deploy", "torchvision-v1", "torchvision-v2", "detectron2")
 _CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(BadInputError, pickle.UnpicklingError):
     """A pickle asked for something other than numpy arrays, dtypes or plain containers."""
 
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .transform import Fit, batch_images
+from .fit import Fit
+from .transform import batch_images
 
 __all__ = ["shortest_edge_size", "to_uint8", "resize_uint8", "preprocess_detectron2", "paste_masks_detectron2",
            "postprocess_detectron2"]

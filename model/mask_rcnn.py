@@ -7,10 +7,11 @@ from torch import Tensor, nn
 
 from .config import MaskRCNNConfig
 from .detectron2_transform import postprocess_detectron2, preprocess_detectron2
+from .fit import Fit
 from .fpn import BackboneWithFPN
 from .roi_heads import RoIHeads
 from .rpn import RPN
-from .transform import Fit, postprocess, preprocess
+from .transform import postprocess, preprocess
 
 __all__ = ["MaskRCNN", "binarize_masks"]
 

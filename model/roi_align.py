@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from maskrcnn_deploy.plugins import multilevel_roi_align, roi_align
+from maskrcnn_deploy.plugins.torch_ops import multilevel_roi_align, roi_align
 
 __all__ = ["roi_align", "assign_fpn_levels", "multilevel_roi_align", "infer_scales", "boxes_to_rois"]
 

@@ -19,11 +19,11 @@ from typing import Iterator
 
 import torch
 
+from maskrcnn_deploy.common.progress import Progress
 from maskrcnn_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maskrcnn_deploy.model.config import MaskRCNNConfig, resnet18_fpn
+from maskrcnn_deploy.model.data.coco import CocoDetectionDataset, collate
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
-from maskrcnn_deploy.runtime.coco import CocoDetectionDataset, collate
-from maskrcnn_deploy.runtime.progress import Progress
 
 
 @dataclass

@@ -1,10 +1,5 @@
-"""Native RoIAlign core (C++/CUDA) and its PyTorch custom ops.
+"""The RoIAlign op in every runtime: one C++/CUDA core (roi_align/), its PyTorch op (torch_ops), its ONNX
+Runtime op (onnxruntime_op), its TensorRT plugin (tensorrt/), and the op's identity (op_spec).
 
-`roi_align` and `multilevel_roi_align` run the kernels in plugins/roi_align/ through the
-`torch.ops.maskrcnn_deploy.*` ops; `fpn_levels` exposes the kernels' FPN level rule.
+Import from the submodules; this file imports nothing (the PyTorch op loads torch, the others need not).
 """
-
-from .native import NativeLibraryError
-from .torch_ops import fpn_levels, multilevel_roi_align, roi_align
-
-__all__ = ["NativeLibraryError", "roi_align", "multilevel_roi_align", "fpn_levels"]

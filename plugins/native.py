@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = ["NativeLibraryError", "MAX_LEVELS", "DTYPE_CODES", "MrdLevels", "MrdPoolParams", "cpu_library",
            "cuda_library", "library_path", "levels_struct", "pool_params", "pointers", "check_status"]
+from maskrcnn_deploy.common.errors import BadInputError
 
 MAX_LEVELS = 8
 DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}
@@ -21,7 +22,7 @@ _HERE = Path(__file__).resolve().parent
 _REBUILD_HINT = "reinstall the package (`pip install -e .` or `make test`) or run `python plugins/build_native.py`"
 
 
-class NativeLibraryError(RuntimeError):
+class NativeLibraryError(BadInputError, RuntimeError):
     """The native RoIAlign library is missing, unloadable, or reported an error."""
 
 

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from maskrcnn_deploy.runtime.files import atomic_write, write_json
+from maskrcnn_deploy.common.files import atomic_write, write_json
+from maskrcnn_deploy.common.progress import Progress
 from maskrcnn_deploy.runtime.predictor import STAGES, Predictor
-from maskrcnn_deploy.runtime.progress import Progress
 
 __all__ = ["BenchSettings", "ArtifactTimes", "run_bench", "machine_info", "bench_report", "summary_lines",
            "write_bench_json", "save_bench_plot", "SCHEMA", "STAGE_COLORS"]

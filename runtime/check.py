@@ -23,11 +23,12 @@ from typing import Sequence
 import torch
 from pycocotools.coco import COCO
 
+from maskrcnn_deploy.common.progress import Progress
+from maskrcnn_deploy.model.data.coco import ImageLoadError, images_and_annotations, load_image
+from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
 from maskrcnn_deploy.runtime import parity
-from maskrcnn_deploy.runtime.coco import ImageLoadError, images_and_annotations, load_image
-from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
-from maskrcnn_deploy.runtime.predictor import Predictor, load
-from maskrcnn_deploy.runtime.progress import Progress
+from maskrcnn_deploy.runtime.load import load
+from maskrcnn_deploy.runtime.predictor import Predictor
 
 __all__ = ["SideRun", "CheckRun", "CheckImages", "load_check_images", "predict_side", "run_check", "DetectionMatch",
            "rank_matches"]

@@ -22,14 +22,20 @@ import time
 import traceback
 from pathlib import Path
 
-from maskrcnn_deploy.runtime.exit_codes import (EXIT_BACKEND_UNAVAILABLE, EXIT_BAD_INPUT, EXIT_INTERNAL_ERROR,
-                                                EXIT_INTERRUPTED, EXIT_OK, EXIT_PARITY_FAILURE,
-                                                BackendUnavailableError, UsageError)
+from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError, UsageError
+from maskrcnn_deploy.runtime.exit_codes import (
+    EXIT_BACKEND_UNAVAILABLE,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARITY_FAILURE,
+)
 
 
 # ----------------------------------------------------------------------------- data
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+    from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 
     t0 = time.monotonic()
     paths = make_synthetic_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed,
@@ -54,8 +60,8 @@ def _split_json(data: str, split: str) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.model import config as model_config
     from maskrcnn_deploy.model import train as train_module
+    from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
     from maskrcnn_deploy.model.train import TrainConfig, train
-    from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
 
     train_json = _split_json(args.data, "train")
     num_classes = CocoDetectionDataset(train_json).num_classes
@@ -81,10 +87,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.model import load_checkpoint
-    from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
-    from maskrcnn_deploy.runtime.files import write_json
-    from maskrcnn_deploy.runtime.inference import evaluate_model, evaluation_journal
+    from maskrcnn_deploy.common.files import write_json
+    from maskrcnn_deploy.model.checkpoint import load_checkpoint
+    from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
+    from maskrcnn_deploy.runtime.evaluate import evaluate_model, evaluation_journal
 
     model, config, _ = load_checkpoint(args.checkpoint)
     dataset = CocoDetectionDataset(_split_json(args.data, "val"), args.images)
@@ -116,8 +122,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Draw the detections over each image as OUT/<image stem>.png. Every readable image is drawn;
     each unreadable one is named with its reason, and then the count makes the exit code 2."""
-    from maskrcnn_deploy.runtime.coco import ImageLoadError, list_images, load_image, unreadable_summary
-    from maskrcnn_deploy.runtime.predictor import PredictorError, load
+    from maskrcnn_deploy.model.data.coco import ImageLoadError, list_images, load_image, unreadable_summary
+    from maskrcnn_deploy.runtime.load import load
+    from maskrcnn_deploy.runtime.predictor import PredictorError
     from maskrcnn_deploy.runtime.visualize import draw_detections, save_png
 
     paths: list[Path] = []
@@ -290,17 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     except BackendUnavailableError as err:  # TensorRT missing or too old, no CUDA GPU, plugin not built here
         _error(err)
         return EXIT_BACKEND_UNAVAILABLE
-    except (UsageError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
-        _error(err)
-        return EXIT_BAD_INPUT
-    except ValueError as err:  # CheckpointError, ImageLoadError, PredictorError, class-count mismatches
-        _error(err)
-        return EXIT_BAD_INPUT
-    except RuntimeError as err:  # ours (ExportError, OnnxRuntimeError, TensorRTError, ...) name the fix
-        if not type(err).__module__.startswith("maskrcnn_deploy"):
-            return _internal_error()
-        _error(err)
-        return EXIT_BAD_INPUT
+    except (BadInputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        _error(err)  # ours (CheckpointError, ImageLoadError, PredictorError, ExportError, TensorRTError, ...)
+        return EXIT_BAD_INPUT  # name the problem and the fix; a ValueError from numpy or torch is a bug (4)
     except Exception:
         return _internal_error()
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from maskrcnn_deploy.runtime.exit_codes import UsageError
+from maskrcnn_deploy.common.errors import UsageError
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from maskrcnn_deploy.model.data.coco import images_and_annotations, load_image
     from maskrcnn_deploy.runtime import bench
-    from maskrcnn_deploy.runtime.coco import images_and_annotations, load_image
-    from maskrcnn_deploy.runtime.predictor import load
+    from maskrcnn_deploy.runtime.load import load
 
     for name in ("max_images", "iterations", "batch_size", "threads"):
         value = getattr(args, name)

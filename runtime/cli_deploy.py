@@ -38,9 +38,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from maskrcnn_deploy.model.data.coco import unreadable_summary
     from maskrcnn_deploy.runtime import parity
     from maskrcnn_deploy.runtime.check import run_check
-    from maskrcnn_deploy.runtime.coco import unreadable_summary
     from maskrcnn_deploy.runtime.report_html import write_check_html
 
     overrides = {}

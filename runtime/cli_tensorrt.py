@@ -1,4 +1,4 @@
-"""The TensorRT subcommand of `maskrcnn-deploy` (a thin layer over runtime/tensorrt_build.py):
+"""The TensorRT subcommand of `maskrcnn-deploy` (a thin layer over runtime/backend/tensorrt/engine_builder.py):
 
     maskrcnn-deploy build model.onnx -o model.engine [--plugin lib.so] [--timing-cache t.cache]
                           [--min-shape images:1x3x800x800 --opt-shape ... --max-shape ...]
@@ -15,8 +15,8 @@ import argparse
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.runtime.tensorrt_build import build_engine
-    from maskrcnn_deploy.runtime.tensorrt_plan import BuildOptions, parse_shape_specs
+    from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import BuildOptions, parse_shape_specs
+    from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import build_engine
 
     options = BuildOptions(
         plugin=args.plugin, strongly_typed=args.strongly_typed, precision=args.precision,

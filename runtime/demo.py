@@ -60,7 +60,7 @@ def _say(message: str) -> None:
 
 # ----------------------------------------------------------------------------- artifacts
 def _make_data(s: DemoSettings) -> Path:
-    from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+    from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 
     data = s.out / "data"
     if (data / "val.json").exists() and (data / "train.json").exists():
@@ -129,7 +129,11 @@ def tensorrt_unavailable_reason() -> str | None:
         import tensorrt
     except (ImportError, OSError):
         tensorrt = None
-    from maskrcnn_deploy.runtime.tensorrt_meta import TensorRTUnavailableError, require_cuda, require_tensorrt
+    from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
+        TensorRTUnavailableError,
+        require_cuda,
+        require_tensorrt,
+    )
 
     try:
         require_tensorrt(tensorrt)
@@ -141,9 +145,9 @@ def tensorrt_unavailable_reason() -> str | None:
 
 def _engines(s: DemoSettings, graphs: dict[str, Path]) -> dict[str, Path]:
     """precision -> engine built from that precision's graph (strongly typed where the graph says so)."""
-    from maskrcnn_deploy.plugins.tensorrt_build import build_plugin_library, default_plugin_library
-    from maskrcnn_deploy.runtime.tensorrt_build import build_engine
-    from maskrcnn_deploy.runtime.tensorrt_plan import BuildOptions
+    from maskrcnn_deploy.plugins.tensorrt.build_library import build_plugin_library, default_plugin_library
+    from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import BuildOptions
+    from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import build_engine
 
     plugin = default_plugin_library()
     if not plugin.exists():
@@ -266,7 +270,7 @@ def format_table(rows: list[DemoRow]) -> str:
 
 
 def _write_outputs(s: DemoSettings, table: list[DemoRow], seconds: float) -> None:
-    from maskrcnn_deploy.runtime.files import write_json
+    from maskrcnn_deploy.common.files import write_json
     from maskrcnn_deploy.runtime.report_html import write_summary_html
 
     text = format_table(table)

@@ -1,111 +1,90 @@
-"""COCO bbox and segm evaluation through pycocotools.
+"""Inference over images and datasets: detections with binary masks, resumable COCO evaluation.
 
-A detection dict (one image, original image coordinates; torch tensors or numpy arrays):
-    boxes [D,4] xyxy pixels   scores [D]   labels [D] contiguous 1..K
-    masks [D,H,W] or [D,1,H,W], binary or probabilities (thresholded at 0.5)
+A detection dict (numpy, original image coordinates) is what every backend returns:
+    boxes  [D,4] float32 xyxy pixels     scores [D] float32
+    labels [D]   int64 contiguous 1..K   masks  [D,H,W] bool (probability >= mask_threshold)
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
+import sys
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+import torch
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-
-
-def _numpy(x) -> np.ndarray:
-    """Tensor or array-like -> numpy array (detached, on CPU)."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+from maskrcnn_deploy.common.files import Journal, file_digest, inputs_key
+from maskrcnn_deploy.common.progress import Progress
 
 
-def detections_to_coco_results(image_id: int, detections: Mapping, category_ids: Sequence[int] | Mapping[int, int],
-                               mask_threshold: float = 0.5) -> list[dict]:
-    """COCO result dicts of one image: a bbox result ([x,y,w,h]) and, with masks, a segm result (RLE) per detection.
-
-    category_ids maps a contiguous label to its COCO category id (`category_ids[label]`, as
-    `CocoDetectionDataset.category_ids`, index 0 = background). Each dict carries both "bbox" and
-    "segmentation"; pycocotools uses the one matching the evaluated iou type.
-    """
-    boxes = _numpy(detections["boxes"]).astype(np.float64).reshape(-1, 4)
-    scores = _numpy(detections["scores"]).astype(np.float64).reshape(-1)
-    labels = _numpy(detections["labels"]).astype(np.int64).reshape(-1)
-    masks = detections.get("masks")
-    if masks is not None:
-        masks = _numpy(masks)
-        if masks.ndim == 4:
-            masks = masks[:, 0]
-        if masks.dtype != bool:
-            masks = masks >= mask_threshold
-    results = []
-    for i in range(len(scores)):
-        x0, y0, x1, y1 = boxes[i].tolist()
-        result = {"image_id": int(image_id), "category_id": int(category_ids[int(labels[i])]),
-                  "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[i])}
-        if masks is not None:
-            rle = mask_utils.encode(np.asfortranarray(masks[i].astype(np.uint8)))
-            result["segmentation"] = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-        results.append(result)
+@torch.inference_mode()
+def predict_images(model: torch.nn.Module, images: Sequence[torch.Tensor], mask_threshold: float = 0.5,
+                   batch_size: int = 2) -> list[dict[str, np.ndarray]]:
+    """Run `model` (eval mode) on float [3,H,W] images in 0-1; one detection dict per image."""
+    model.eval()
+    results: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(images), batch_size):
+        outputs = model(list(images[start:start + batch_size]))
+        for out in outputs:
+            masks = out["masks"]
+            if masks.dim() == 4:  # [D,1,H,W] probabilities of the predicted class
+                masks = masks[:, 0]
+            results.append({
+                "boxes": out["boxes"].float().numpy(),
+                "scores": out["scores"].float().numpy(),
+                "labels": out["labels"].numpy().astype(np.int64),
+                "masks": (masks >= mask_threshold).numpy(),
+            })
     return results
 
 
-def _quiet(verbose: bool):
-    """Context that swallows pycocotools' printing unless `verbose`."""
-    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+def evaluation_journal(path: str | Path, checkpoint: str | Path, dataset, batch_size: int, max_images: int | None,
+                       mask_threshold: float = 0.5, resume: bool = True) -> Journal:
+    """The journal `evaluate_model` records each image's COCO results in, keyed by the checkpoint's
+    bytes, the annotations' bytes, every image file (name, size, modification time) and the settings:
+    a rerun of the same evaluation resumes from it, any other starts afresh."""
+    images = [dataset.image_path(i) for i in range(len(dataset))]
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else (p.name, None) for p in images]
+    key = inputs_key("eval", file_digest(checkpoint), file_digest(dataset.ann_file), stats, batch_size,
+                     max_images, mask_threshold)
+    return Journal(path, key, "eval: COCO results per image", resume=resume)
 
 
-def _load_gt(coco_gt: COCO | str | Path) -> COCO:
-    """A COCO index as is, or loaded from a json path."""
-    if isinstance(coco_gt, COCO):
-        return coco_gt
-    from maskrcnn_deploy.runtime.coco import load_coco
+def evaluate_model(model: torch.nn.Module, dataset, batch_size: int = 2, mask_threshold: float = 0.5,
+                   max_images: int | None = None, show_progress: bool = True, journal: Journal | None = None) -> dict:
+    """COCO bbox and segm AP of `model` on a `CocoDetectionDataset` (pycocotools).
 
-    return load_coco(coco_gt)
-
-
-def _load_results(coco_gt: COCO, results: list[dict], iou_type: str) -> COCO | None:
-    """loadRes on copies of the results (pycocotools mutates them); None when there are none.
-
-    segm results go without "bbox": loadRes would otherwise treat them as box results (box areas).
+    Returns `{"bbox": {"AP": ..., ...}, "segm": {...}, "num_images": n, "num_detections": d}`.
+    journal: each image's COCO results are recorded there as its batch finishes, and batches whose
+    images it already holds are skipped; batches are the same as an uninterrupted run's, so a
+    resumed evaluation gives exactly the same metrics. The caller removes it after using the result.
     """
-    if iou_type == "segm":
-        items = [{k: v for k, v in r.items() if k != "bbox"} for r in results if "segmentation" in r]
-    else:
-        items = [{k: v for k, v in r.items() if k != "segmentation"} for r in results if "bbox" in r]
-    if not items:
-        return None
-    return coco_gt.loadRes(items)
+    from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
 
-
-def evaluate_coco(coco_gt: COCO | str | Path, results: list[dict], iou_types: Iterable[str] = ("bbox", "segm"),
-                  image_ids: Sequence[int] | None = None, verbose: bool = False) -> dict[str, dict[str, float]]:
-    """COCO metrics per iou type: `{"bbox": {"AP": .., "AP50": .., ..., "ARl": ..}, "segm": {...}}` (0-1).
-
-    image_ids restricts evaluation to those images (default: all ground-truth images). Empty
-    results give all zeros; -1 (pycocotools) marks a stat without ground truth, e.g. APs with no
-    small objects. pycocotools' printing is swallowed unless `verbose`.
-    """
-    with _quiet(verbose):
-        gt = _load_gt(coco_gt)
-        ids = sorted(gt.getImgIds()) if image_ids is None else sorted({int(i) for i in image_ids})
-        metrics = {}
-        for iou_type in iou_types:
-            dt = _load_results(gt, results, iou_type) if results else None
-            if dt is None or not ids:
-                metrics[iou_type] = {name: 0.0 for name in STAT_NAMES}
-                continue
-            evaluator = COCOeval(gt, dt, iouType=iou_type)
-            evaluator.params.imgIds = ids
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-            metrics[iou_type] = {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats)}
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    image_ids = [int(dataset.image_ids[i]) for i in range(n)]
+    results_of = journal.entries if journal is not None else {}  # str(image id) -> COCO results
+    done = sum(str(i) in results_of for i in image_ids)
+    if done:
+        print(f"resuming: {done} of {n} images already evaluated ({journal.path})", file=sys.stderr)
+    progress = Progress(n, "eval", interval=5.0, start=done) if show_progress else None
+    for start in range(0, n, batch_size):
+        batch_ids = image_ids[start:start + batch_size]
+        if all(str(i) in results_of for i in batch_ids):
+            continue
+        items = [dataset[i] for i in range(start, start + len(batch_ids))]
+        dets = predict_images(model, [img for img, _ in items], mask_threshold, batch_size)
+        for image_id, det in zip(batch_ids, dets):
+            results = detections_to_coco_results(image_id, det, dataset.category_ids)
+            if journal is not None:
+                journal.record(image_id, results)
+            else:
+                results_of[str(image_id)] = results
+        if progress:
+            progress.update(start + len(batch_ids))
+    results = [r for i in image_ids for r in results_of[str(i)]]
+    metrics = evaluate_coco(dataset.coco, results, image_ids=image_ids)
+    metrics["num_images"] = n
+    metrics["num_detections"] = len(results)
     return metrics

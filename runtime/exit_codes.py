@@ -25,16 +25,15 @@ machine (it is compiled against that machine's TensorRT), not one of the files a
 as for TensorRT itself. A plugin that is there but differs from the one the engine was built with
 is 2: a file that does not fit (rebuild the engine).
 
-`BackendUnavailableError` marks the exceptions that mean 3 and `UsageError` a bad option or path given on
-the command line (2); runtime/cli.py's main() maps exception types to these codes. Both live here, not
-in cli.py, so that every command module raises the same class however the CLI was started (under
-`python -m maskrcnn_deploy.runtime.cli` the module cli.py runs as `__main__`, a second copy of it).
+The error types behind 2 and 3 (`BadInputError`, `UsageError`, `BackendUnavailableError`) live in
+common/errors.py, the lowest layer, so that every layer raises them; the CLI's main() maps exactly those
+types to these codes, and any other exception to 4.
 """
 
 from __future__ import annotations
 
 __all__ = ["EXIT_OK", "EXIT_PARITY_FAILURE", "EXIT_BAD_INPUT", "EXIT_BACKEND_UNAVAILABLE", "EXIT_INTERNAL_ERROR",
-           "EXIT_INTERRUPTED", "BackendUnavailableError", "UsageError"]
+           "EXIT_INTERRUPTED"]
 
 EXIT_OK = 0
 EXIT_PARITY_FAILURE = 1
@@ -43,15 +42,3 @@ EXIT_BACKEND_UNAVAILABLE = 3
 EXIT_INTERNAL_ERROR = 4
 EXIT_INTERRUPTED = 130
 
-
-class BackendUnavailableError(Exception):
-    """This machine lacks a runtime a backend needs (TensorRT, a CUDA GPU, a plugin library); exit code 3.
-
-    A base for backend-specific errors, e.g. `class TensorRTUnavailableError(TensorRTError,
-    BackendUnavailableError)`, so code catching the backend's own error type still catches these.
-    The message is one line naming what is missing and how to get it.
-    """
-
-
-class UsageError(Exception):
-    """A problem with what the user passed on the command line; printed as one line, exit code 2."""

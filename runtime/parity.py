@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pycocotools import mask as mask_utils
 
-from maskrcnn_deploy.runtime.files import atomic_write, write_json
-from maskrcnn_deploy.runtime.tensorrt_meta import package_version  # pure Python: no TensorRT needed
+from maskrcnn_deploy.common.files import atomic_write, write_json
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import package_version  # pure Python: no TensorRT needed
 
 __all__ = ["Tolerances", "TOLERANCE_PRESETS", "tolerances_from", "MatchResult", "box_iou", "match_detections",
            "RawComparison", "compare_raw", "ParityReport", "PairCheck", "pair_checks", "check_parity", "write_report_json",

@@ -21,10 +21,10 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image, ImageDraw
 
+from maskrcnn_deploy.common.files import write_text
+from maskrcnn_deploy.model.data.coco import load_image
 from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.check import CheckRun, DetectionMatch, rank_matches
-from maskrcnn_deploy.runtime.coco import load_image
-from maskrcnn_deploy.runtime.files import write_text
 from maskrcnn_deploy.runtime.visualize import draw_detections, save_png, to_uint8_rgb
 
 __all__ = ["write_check_html", "write_summary_html", "PASS_COLOR", "FAIL_COLOR", "PANEL_MAX_PX"]

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from maskrcnn_deploy.runtime.files import atomic_write
+from maskrcnn_deploy.common.files import atomic_write
 
 MASK_ALPHA = 0.5
 

@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from maskrcnn_deploy.model import MaskRCNN
 from maskrcnn_deploy.model.box_ops import box_iou
 from maskrcnn_deploy.model.detectron2_transform import paste_masks_detectron2, postprocess_detectron2
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.model.rpn import _flatten
 
 DATA = Path(__file__).parent / "data" / "detectron2"

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from maskrcnn_deploy.model import MaskRCNN
 from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load
 
 

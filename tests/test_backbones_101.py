@@ -7,9 +7,12 @@ import pytest
 import torch
 import torchvision
 
-import detectron2_golden as golden
-from maskrcnn_deploy.model import MaskRCNN, map_detectron2_key, resnet101_fpn, resnext101_32x8d_fpn
 from maskrcnn_deploy.model.backbone import ResNetBody
+from maskrcnn_deploy.model.checkpoint_sources import map_detectron2_key
+from maskrcnn_deploy.model.config import resnet101_fpn, resnext101_32x8d_fpn
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
+
+import detectron2_golden as golden
 from seeded_models import two_images, two_object_targets
 
 PRESETS = {"R101-FPN": (resnet101_fpn, torchvision.models.resnet101),

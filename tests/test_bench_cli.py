@@ -13,12 +13,15 @@ import torch
 from PIL import Image
 
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.coco import load_image
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import bench
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.coco import load_image
-from maskrcnn_deploy.runtime.predictor import STAGES, load
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime.load import load
+from maskrcnn_deploy.runtime.predictor import STAGES
+
 from seeded_models import seeded_model
 
 NUM_IMAGES = 3

@@ -19,16 +19,18 @@ from onnx import TensorProto, helper
 
 from maskrcnn_deploy.calibration.budget import EvalSet, evaluate_model, search_budget
 from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
-from maskrcnn_deploy.calibration.graph import FLOAT_LOGIT_LAYERS, PrecisionError, Region, find_region
 from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, entropy_threshold
+from maskrcnn_deploy.calibration.regions import FLOAT_LOGIT_LAYERS, PrecisionError, Region, find_region
 from maskrcnn_deploy.calibration.trt_cache import read_calibration_cache, trt_version_number, write_calibration_cache
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.coco import ImageLoadError
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import load
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.coco import ImageLoadError
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+
 from seeded_models import pseudo_ground_truth, seeded_model
 
 NUM_CLASSES = 4

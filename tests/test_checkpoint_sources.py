@@ -10,8 +10,11 @@ from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from maskrcnn_deploy.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
+
 import detectron2_golden as golden
-from maskrcnn_deploy.model import CheckpointError, MaskRCNN, load_checkpoint, resnet18_fpn, save_checkpoint
 
 
 def _tv_v1(num_classes: int, frozen_eps: float | None = None):

@@ -26,13 +26,21 @@ import numpy as np
 import pytest
 import torch
 
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.export.graph_io import METADATA_KEY
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import cli, cli_deploy, exit_codes, parity
-from maskrcnn_deploy.runtime.predictor import METADATA_KEY
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
-from maskrcnn_deploy.runtime.tensorrt_meta import (NOT_INSTALLED, EngineMetadata, TensorRTError,
-                                                   TensorRTUnavailableError, is_real_tensorrt, sha256_file,
-                                                   write_metadata)
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
+    NOT_INSTALLED,
+    EngineMetadata,
+    TensorRTError,
+    TensorRTUnavailableError,
+    is_real_tensorrt,
+    sha256_file,
+    write_metadata,
+)
+
 from seeded_models import seeded_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -193,7 +201,7 @@ def test_exit_3_when_the_backend_is_missing_not_2(gate, tmp_path, capsys):
     assert "does not match its metadata" in _one_line_error(capsys.readouterr().err)
 
     # the TensorRT plugin library the engine needs, not built here: part of the backend, so 3 as well
-    from maskrcnn_deploy.plugins.tensorrt_build import default_plugin_library
+    from maskrcnn_deploy.plugins.tensorrt.build_library import default_plugin_library
     if Path(default_plugin_library()).is_file():
         pytest.skip("the default TensorRT plugin library is built here")
     engine = _fake_engine(tmp_path, gate.config, plugin=tmp_path / "gone" / "libplugin.so")

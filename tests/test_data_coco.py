@@ -9,9 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn_deploy.runtime.coco import (AnnotationError, CocoDetectionDataset, ImageLoadError, collate,
-                                          list_images, load_image)
-from maskrcnn_deploy.runtime.synthetic import generate_synthetic_coco
+from maskrcnn_deploy.model.data.coco import (
+    AnnotationError,
+    CocoDetectionDataset,
+    ImageLoadError,
+    collate,
+    list_images,
+    load_image,
+)
+from maskrcnn_deploy.model.data.synthetic import generate_synthetic_coco
 
 # pycocotools calls numpy.asarray(copy=False) style APIs that numpy 2 warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -10,7 +10,12 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from maskrcnn_deploy.runtime.synthetic import CATEGORIES, generate_synthetic_coco, make_synthetic_dataset, render_scene
+from maskrcnn_deploy.model.data.synthetic import (
+    CATEGORIES,
+    generate_synthetic_coco,
+    make_synthetic_dataset,
+    render_scene,
+)
 
 # pycocotools calls numpy.asarray(copy=False) style APIs that numpy 2 warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -13,12 +13,13 @@ import json
 
 import pytest
 
-from maskrcnn_deploy.model import save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.model.train import synthetic_model_config
-from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.demo import COLUMNS
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+
 from seeded_models import seeded_model
 
 DEMO_ARGS = ["--train-images", "2", "--val-images", "3", "--calibration-images", "2", "--threads", "2"]

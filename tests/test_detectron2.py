@@ -17,11 +17,18 @@ import pytest
 import torch
 import yaml
 
-import detectron2_golden as golden
-from maskrcnn_deploy.model import CheckpointError, MaskRCNN, load_checkpoint, map_detectron2_key, safe_unpickle
-from maskrcnn_deploy.model.checkpoint_sources import UnsafePickleError, detectron2_config
+from maskrcnn_deploy.model.checkpoint import CheckpointError, load_checkpoint
+from maskrcnn_deploy.model.checkpoint_sources import (
+    UnsafePickleError,
+    detectron2_config,
+    map_detectron2_key,
+    safe_unpickle,
+)
 from maskrcnn_deploy.model.detectron2_transform import shortest_edge_size
-from maskrcnn_deploy.plugins import fpn_levels
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
+from maskrcnn_deploy.plugins.torch_ops import fpn_levels
+
+import detectron2_golden as golden
 
 
 # ----------------------------------------------------------------------------- safe .pkl reading
@@ -185,7 +192,7 @@ def test_golden_detectron2(name, stem, tmp_path_factory):
 def test_background_last_layout_trains_and_labels_foreground_from_1():
     """Detectron2's head layout (background = last logit, boxes and masks for the K foreground classes)
     trains with the usual targets (labels 1..K) and outputs labels 1..K."""
-    from maskrcnn_deploy.model import resnet18_fpn
+    from maskrcnn_deploy.model.config import resnet18_fpn
     torch.manual_seed(0)
     cfg = resnet18_fpn(3, background_class="last", min_size=96, max_size=128, rpn_post_nms_top_n_train=200,
                        box_batch_size_per_image=32, box_score_thresh=0.0)
@@ -213,7 +220,7 @@ def test_background_last_layout_trains_and_labels_foreground_from_1():
 def test_export_refuses_a_detectron2_model_until_the_deploy_graph_has_its_rules(tmp_path, capsys):
     """The deploy graph implements torchvision's rules; exporting a Detectron2-rule checkpoint must be a
     one-line refusal (exit 2), not a graph that silently computes torchvision's Mask R-CNN."""
-    from maskrcnn_deploy.model import save_checkpoint
+    from maskrcnn_deploy.model.checkpoint import save_checkpoint
     from maskrcnn_deploy.model.config import detectron2_mask_rcnn
     from maskrcnn_deploy.runtime.cli import main
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
-from maskrcnn_deploy.runtime.evaluate import STAT_NAMES, detections_to_coco_results, evaluate_coco
-from maskrcnn_deploy.runtime.synthetic import generate_synthetic_coco
+from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
+from maskrcnn_deploy.model.data.synthetic import generate_synthetic_coco
+from maskrcnn_deploy.model.evaluation import STAT_NAMES, detections_to_coco_results, evaluate_coco
 
 # pycocotools calls numpy.asarray(copy=False) style APIs that numpy 2 warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

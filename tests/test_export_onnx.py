@@ -16,13 +16,17 @@ import pytest
 import torch
 import torchvision
 
-from maskrcnn_deploy.export import DeployMaskRCNN
+from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN
 from maskrcnn_deploy.export.onnx_export import ExportError, ExportOptions, export_checkpoint, verify_onnx
-from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet18_fpn, save_checkpoint, torchvision_v1
+from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict, save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load, parity
+from maskrcnn_deploy.runtime.backend.pytorch import DeployTorchPredictor
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.predictor import DeployTorchPredictor, PredictorError
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime.predictor import PredictorError
+
 from seeded_models import make_masks_confident, seeded_model
 
 NUM_CLASSES = 4
@@ -74,9 +78,9 @@ def exported(checkpoints, tmp_path_factory):
 
 def test_deploy_graph_reproduces_the_eager_model(checkpoints, data):
     """The fixed-shape deploy graph gives MaskRCNN's detections (before any export)."""
-    from maskrcnn_deploy.model import load_checkpoint
-    from maskrcnn_deploy.runtime.inference import predict_images
-    from maskrcnn_deploy.runtime.coco import load_image
+    from maskrcnn_deploy.model.checkpoint import load_checkpoint
+    from maskrcnn_deploy.model.data.coco import load_image
+    from maskrcnn_deploy.runtime.evaluate import predict_images
 
     model, _, _ = load_checkpoint(checkpoints["r18"])
     images = [load_image(p) for p in data[1][:2]]
@@ -119,7 +123,7 @@ def test_standard_flavour_uses_only_standard_ops(exported):
 
 def _ap(detections, coco_json):
     """COCO AP of seeded-random models on the synthetic split (labels 1..3 stand for categories 1..3)."""
-    from maskrcnn_deploy.runtime.evaluate import detections_to_coco_results, evaluate_coco
+    from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
 
     coco = json.loads(open(coco_json).read())
     ids = [im["id"] for im in coco["images"]]
@@ -140,7 +144,7 @@ def test_onnxruntime_matches_pytorch(key, checkpoints, exported, data):
     assert abs(report.ap_delta["segm"]["AP"]) <= 0.001 and report.ap_ref["segm"]["AP"] >= 0
     assert report.ref_detections > 0 and report.matched == report.ref_detections
     if key[2]:  # dynamic graph: a second input size on the same graph
-        from maskrcnn_deploy.runtime.coco import load_image
+        from maskrcnn_deploy.model.data.coco import load_image
         small = [torch.nn.functional.interpolate(load_image(p)[None], scale_factor=0.7)[0] for p in images[:2]]
         report = parity.check_parity(reference.predict(small), artifact.predict(small), parity.tolerances_from("fp32"))
         assert report.passed, report.failures
@@ -184,7 +188,7 @@ def test_static_graph_fits_a_tall_image_and_refuses_only_a_thin_one(exported):
 
 def test_export_switches_a_training_model_to_eval(checkpoints, tmp_path, capsys):
     from maskrcnn_deploy.export.onnx_export import export_onnx
-    from maskrcnn_deploy.model import load_checkpoint
+    from maskrcnn_deploy.model.checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(checkpoints["r18"])
     model.train()

@@ -17,17 +17,25 @@ from onnx import TensorProto, helper, numpy_helper
 
 from maskrcnn_deploy.calibration.calibrate import save_checked
 from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
-from maskrcnn_deploy.calibration.fp16 import (FP16_OPS, FP16_SAFE_MAX, convert_fp16, convert_nodes_fp16,
-                                              write_precision_report)
-from maskrcnn_deploy.calibration.graph import PrecisionError, find_region
+from maskrcnn_deploy.calibration.fp16 import (
+    FP16_OPS,
+    FP16_SAFE_MAX,
+    convert_fp16,
+    convert_nodes_fp16,
+    write_precision_report,
+)
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges
+from maskrcnn_deploy.calibration.regions import PrecisionError, find_region
+from maskrcnn_deploy.export.graph_io import read_onnx
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.export.onnx_ops import register_schema
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.plugins.onnxruntime_op import load_session
 from maskrcnn_deploy.runtime import load, parity
-from maskrcnn_deploy.runtime.onnx_backend import load_session
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+
 from seeded_models import seeded_model
 
 NUM_CLASSES = 4
@@ -212,7 +220,7 @@ def test_float16_io_graph_and_int8_fallback_groups(fp16):
     assert kinds["images"] == kinds["boxes"] == kinds["masks"] == TensorProto.FLOAT16
     assert kinds["labels"] == TensorProto.INT64
     save_checked(model, fp16.root / "io16.onnx")
-    outputs = load_session(fp16.root / "io16.onnx").run(None, {k: v.astype(np.float16) for k, v in feed.items()})
+    outputs = load_session(read_onnx(fp16.root / "io16.onnx")).run(None, {k: v.astype(np.float16) for k, v in feed.items()})
     assert outputs[0].dtype == np.float16 and np.isfinite(outputs[0]).all()
 
     region = find_region(fp16.graph.model)
@@ -224,7 +232,7 @@ def test_float16_io_graph_and_int8_fallback_groups(fp16):
     assert all(types[converted[n].output[0]] == TensorProto.FLOAT16 for n in region.nodes(heads)
                if converted[n].op_type == "Conv")
     save_checked(mixed, fp16.root / "int8_fp16.onnx")
-    boxes = load_session(fp16.root / "int8_fp16.onnx").run(["boxes"], feed)[0]
+    boxes = load_session(read_onnx(fp16.root / "int8_fp16.onnx")).run(["boxes"], feed)[0]
     assert boxes.dtype == np.float32 and np.isfinite(boxes).all()
 
 

@@ -8,7 +8,9 @@ from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import misc as misc_ops
 
-from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, torchvision_v1, torchvision_v2
+from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict
+from maskrcnn_deploy.model.config import torchvision_v1, torchvision_v2
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 
 NUM_CLASSES = 4
 # Fewer proposals than the defaults keep CPU time down; both models get the same settings.

@@ -4,9 +4,16 @@ import pytest
 import torch
 import torchvision
 
-from maskrcnn_deploy.model import (CheckpointError, MaskRCNN, load_checkpoint, load_torchvision_state_dict,
-                                   resnet18_fpn, save_checkpoint, torchvision_v1)
-from maskrcnn_deploy.model.checkpoint import map_legacy_key
+from maskrcnn_deploy.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_torchvision_state_dict,
+    map_legacy_key,
+    save_checkpoint,
+)
+from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
+
 from seeded_models import two_images, two_object_targets
 
 

@@ -13,7 +13,9 @@ import torch
 from maskrcnn_deploy.export import deploy_model
 from maskrcnn_deploy.export.deploy_model import NMS_MAX_CANDIDATES, DeployMaskRCNN
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+
 from seeded_models import seeded_model
 
 CONFIG = dict(norm="bn", min_size=128, max_size=160, fpn_channels=32, mask_head_channels=32, box_fc_dim=64,

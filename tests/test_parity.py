@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskrcnn_deploy.runtime.parity import (TOLERANCE_PRESETS, box_iou, check_parity, compare_raw, match_detections,
-                                            save_error_histograms, tolerances_from, write_report_json)
+from maskrcnn_deploy.runtime.parity import (
+    TOLERANCE_PRESETS,
+    box_iou,
+    check_parity,
+    compare_raw,
+    match_detections,
+    save_error_histograms,
+    tolerances_from,
+    write_report_json,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 

@@ -17,12 +17,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from maskrcnn_deploy.calibration.graph import find_region
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import region_tensors
+from maskrcnn_deploy.calibration.regions import find_region
 from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN  # noqa: F401  (the graph below is its export)
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+
 from seeded_models import seeded_model
 
 

@@ -21,12 +21,14 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import parity, report_html
 from maskrcnn_deploy.runtime.check import rank_matches, run_check
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.report_html import FAIL_COLOR, PASS_COLOR, write_check_html, write_summary_html
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+
 from seeded_models import seeded_model
 
 NUM_CLASSES = 4

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection.roi_heads import paste_masks_in_image as torchvision_paste
 
-from maskrcnn_deploy.model.transform import Fit, resize_image_and_target
+from maskrcnn_deploy.model.fit import Fit
+from maskrcnn_deploy.model.transform import resize_image_and_target
 from maskrcnn_deploy.runtime.resize_paste_numpy import bilinear_weights, paste_masks, resize_bilinear
 
 # (height, width): portrait, landscape, panorama 3:1, tiny, odd sizes, one row

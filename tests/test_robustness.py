@@ -22,18 +22,23 @@ from maskrcnn_deploy.calibration import budget as budget_module
 from maskrcnn_deploy.calibration import ranges as ranges_module
 from maskrcnn_deploy.calibration.budget import search_budget
 from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
-from maskrcnn_deploy.calibration.graph import Region, find_region
 from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
+from maskrcnn_deploy.calibration.regions import Region, find_region
+from maskrcnn_deploy.common.files import Journal, atomic_write_all, write_json
+from maskrcnn_deploy.common.interrupts import deferred_interrupt
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import resnet18_fpn, save_checkpoint
-from maskrcnn_deploy.runtime import inference, predictor as predictor_module
+from maskrcnn_deploy.export.preprocess import preprocess_images
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.coco import ImageLoadError, list_images, load_image
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime import evaluate as inference
+from maskrcnn_deploy.runtime import predictor as predictor_module
 from maskrcnn_deploy.runtime.cli import EXIT_BAD_INPUT, main
-from maskrcnn_deploy.runtime.coco import ImageLoadError, list_images, load_image
-from maskrcnn_deploy.runtime.files import Journal, atomic_write_all, write_json
-from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
-from maskrcnn_deploy.runtime.predictor import PredictorError, load
-from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime.load import load
+from maskrcnn_deploy.runtime.predictor import PredictorError
 from maskrcnn_deploy.runtime.visualize import save_png
+
 from seeded_models import pseudo_ground_truth, seeded_model
 
 NUM_CLASSES = 4
@@ -181,7 +186,7 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
 
     monkeypatch.setattr(predictor_module, "paste_masks_in_image", paste)
     image = load_image(folder / "huge.jpg")
-    raw = model.run_raw(*predictor_module.preprocess_images([image], model.config, None))
+    raw = model.run_raw(*preprocess_images([image], model.config, None))
     scores = raw["scores"][0][:int(raw["num_detections"][0])]
     threshold = float(np.median(scores))
     huge = model.predict([image], min_score=threshold)[0]

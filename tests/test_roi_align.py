@@ -12,8 +12,10 @@ import torchvision
 from onnx import TensorProto, helper
 from torchvision.ops.poolers import LevelMapper
 
-from maskrcnn_deploy.model import assign_fpn_levels
-from maskrcnn_deploy.plugins import NativeLibraryError, fpn_levels, multilevel_roi_align, native, roi_align
+from maskrcnn_deploy.model.roi_align import assign_fpn_levels
+from maskrcnn_deploy.plugins import native
+from maskrcnn_deploy.plugins.native import NativeLibraryError
+from maskrcnn_deploy.plugins.torch_ops import fpn_levels, multilevel_roi_align, roi_align
 
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 
@@ -304,7 +306,8 @@ def test_custom_ops_pass_opcheck_and_export():
 
 
 def test_model_pools_through_the_native_op(monkeypatch):
-    from maskrcnn_deploy.model import MaskRCNN, resnet18_fpn
+    from maskrcnn_deploy.model.config import resnet18_fpn
+    from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
     calls = []
     real = torch.ops.maskrcnn_deploy.multilevel_roi_align.default
     model = MaskRCNN(resnet18_fpn(num_classes=3, min_size=96, max_size=128, box_score_thresh=0.0)).eval()

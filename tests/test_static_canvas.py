@@ -17,13 +17,18 @@ import pytest
 import torch
 import torchvision
 
-from maskrcnn_deploy.export.onnx_export import METADATA_KEY, ExportOptions, export_checkpoint
-from maskrcnn_deploy.model import MaskRCNN, load_torchvision_state_dict, resnet18_fpn, save_checkpoint, torchvision_v1
-from maskrcnn_deploy.model.transform import Fit
+from maskrcnn_deploy.export.graph_io import METADATA_KEY
+from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict, save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
+from maskrcnn_deploy.model.data.coco import load_image
+from maskrcnn_deploy.model.fit import Fit
+from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load, parity
+from maskrcnn_deploy.runtime.backend.pytorch import DeployTorchPredictor, EagerPredictor
 from maskrcnn_deploy.runtime.check import run_check
-from maskrcnn_deploy.runtime.coco import load_image
-from maskrcnn_deploy.runtime.predictor import DeployTorchPredictor, EagerPredictor, PredictorError
+from maskrcnn_deploy.runtime.predictor import PredictorError
+
 from photos import MIXED_PHOTOS, scene, write_mixed_photos, write_rotated_jpeg
 from seeded_models import make_masks_confident, seeded_model
 

@@ -20,21 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskrcnn_deploy.plugins import tensorrt_build
 from maskrcnn_deploy.plugins.build_native import find_nvcc
-from maskrcnn_deploy.plugins.tensorrt_build import PluginBuildError
+from maskrcnn_deploy.plugins.tensorrt import build_library
+from maskrcnn_deploy.plugins.tensorrt.build_library import PluginBuildError
 
-TEST_ARCHS = os.environ.get("MASKRCNN_DEPLOY_TEST_TRT_ARCHS") or tensorrt_build.DEFAULT_CUDA_ARCHS
+TEST_ARCHS = os.environ.get("MASKRCNN_DEPLOY_TEST_TRT_ARCHS") or build_library.DEFAULT_CUDA_ARCHS
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory) -> tensorrt_build.PluginBuild:
+def built(tmp_path_factory) -> build_library.PluginBuild:
     missing = [tool for tool, found in (("cmake", shutil.which("cmake")), ("nvcc", find_nvcc())) if not found]
     if missing:
         if os.environ.get("MASKRCNN_DEPLOY_CUDA") == "1":
             pytest.fail(f"MASKRCNN_DEPLOY_CUDA=1 but {' and '.join(missing)} not found")
         pytest.skip(f"{' and '.join(missing)} not found: the TensorRT plugin cannot be compiled here")
-    return tensorrt_build.build_plugin(tmp_path_factory.mktemp("trt_plugin"), cuda_archs=TEST_ARCHS)
+    return build_library.build_plugin(tmp_path_factory.mktemp("trt_plugin"), cuda_archs=TEST_ARCHS)
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +120,7 @@ def registration_check(built, scenario: str, fake_version: str | None = None) ->
     which refuses a second registration and fails loadLibrary when a creator is already registered, as
     TensorRT does; `fake_version` is what its getInferLibVersion() reports (default: the headers')."""
     env = dict(os.environ, MRD_FAKE_TENSORRT_VERSION=fake_version or "")
-    major = tensorrt_build.plugin_tensorrt_major(built.library)
+    major = build_library.plugin_tensorrt_major(built.library)
     fake = built.library.parent / "fake_tensorrt" / f"libnvinfer.so.{major}"
     return subprocess.run([str(built.library.parent / "mrd_trt_registration_check"), scenario, str(built.library),
                            str(fake)],
@@ -158,7 +158,7 @@ def test_library_makes_no_registry_call_into_another_major(built, scenario, fake
     message = [line for line in run.stderr.splitlines() if "MultiLevelRoIAlign plugin library" in line]
     assert message == [f"[E] MultiLevelRoIAlign plugin library: built for TensorRT 10 but this process runs "
                        f"TensorRT {shown}; nothing registered. Rebuild it against TensorRT {shown.split('.')[0]} "
-                       f"headers (python -m maskrcnn_deploy.plugins.tensorrt_build --tensorrt-root <TensorRT "
+                       f"headers (python -m maskrcnn_deploy.plugins.tensorrt.build_library --tensorrt-root <TensorRT "
                        f"{shown.split('.')[0]} install>)"], run.stderr
 
 
@@ -167,9 +167,9 @@ def test_library_makes_no_registry_call_into_another_major(built, scenario, fake
                            "github.com/NVIDIA/TensorRT include/) to build the library for TensorRT 11 too")
 def test_tensorrt_11_build_makes_no_registry_call_into_tensorrt_10(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TENSORRT_INCLUDE_DIR", os.environ["MASKRCNN_DEPLOY_TEST_TRT11_INCLUDE"])
-    monkeypatch.setattr(tensorrt_build, "installed_tensorrt_version", lambda: None)
-    built11 = tensorrt_build.build_plugin(tmp_path_factory.mktemp("trt11_plugin"), cuda_archs="75")
-    assert tensorrt_build.plugin_tensorrt_major(built11.library) == 11
+    monkeypatch.setattr(build_library, "installed_tensorrt_version", lambda: None)
+    built11 = build_library.build_plugin(tmp_path_factory.mktemp("trt11_plugin"), cuda_archs="75")
+    assert build_library.plugin_tensorrt_major(built11.library) == 11
     harness = subprocess.run([str(built11.harness), str(built11.library)], capture_output=True, text=True, timeout=300)
     assert harness.returncode == 0 and lines(harness, "FAIL") == [], harness.stdout
     for scenario in ("no-tensorrt", "ctypes", "load-library"):
@@ -181,9 +181,9 @@ def test_tensorrt_11_build_makes_no_registry_call_into_tensorrt_10(tmp_path_fact
 
 
 def test_library_records_the_tensorrt_major_of_its_headers(built):
-    include = tensorrt_build.tensorrt_include_dir()
-    assert tensorrt_build.header_tensorrt_major(include) == 10  # kernel-lens ships the 10.x headers
-    assert tensorrt_build.plugin_tensorrt_major(built.library) == 10
+    include = build_library.tensorrt_include_dir()
+    assert build_library.header_tensorrt_major(include) == 10  # kernel-lens ships the 10.x headers
+    assert build_library.plugin_tensorrt_major(built.library) == 10
     library = ctypes.CDLL(str(built.library), mode=os.RTLD_NOW | os.RTLD_LOCAL)
     assert library.mrdTensorRTMajor() == 10
 
@@ -237,27 +237,27 @@ def test_library_loads_with_ctypes_and_returns_one_creator(built):
 
 # ----------------------------------------------------------------------------- the build helper
 def test_default_library_location(monkeypatch, tmp_path):
-    monkeypatch.delenv(tensorrt_build.ENV_LIBRARY, raising=False)
-    default = tensorrt_build.default_plugin_library()
-    assert default == Path(tensorrt_build.__file__).resolve().parent.parent / "build" / "tensorrt_plugin" / \
+    monkeypatch.delenv(build_library.ENV_LIBRARY, raising=False)
+    default = build_library.default_plugin_library()
+    assert default == Path(build_library.__file__).resolve().parents[2] / "build" / "tensorrt_plugin" / \
         "libmaskrcnn_deploy_trt_plugin.so"
-    monkeypatch.setenv(tensorrt_build.ENV_LIBRARY, str(tmp_path / "mine.so"))
-    assert tensorrt_build.default_plugin_library() == tmp_path / "mine.so"
+    monkeypatch.setenv(build_library.ENV_LIBRARY, str(tmp_path / "mine.so"))
+    assert build_library.default_plugin_library() == tmp_path / "mine.so"
 
 
 def test_build_errors_name_the_problem_and_the_fix(monkeypatch, tmp_path):
     def error(**kwargs) -> str:
         with pytest.raises(PluginBuildError) as caught:
-            tensorrt_build.build_plugin_library(tmp_path / "build", **kwargs)
+            build_library.build_plugin_library(tmp_path / "build", **kwargs)
         message = str(caught.value)
         assert "\n" not in message
         return message
 
     assert "no NvInferRuntime.h in " + str(tmp_path / "include") in error(tensorrt_root=str(tmp_path))
     assert "not a list of compute capabilities" in error(cuda_archs="sm_80")
-    monkeypatch.setattr(tensorrt_build, "find_nvcc", lambda: None)
+    monkeypatch.setattr(build_library, "find_nvcc", lambda: None)
     assert "nvcc not found: install the CUDA toolkit" in error()
-    monkeypatch.setattr(tensorrt_build.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build_library.shutil, "which", lambda name: None)
     assert "cmake not found: install CMake >= 3.18" in error()
     assert not (tmp_path / "build").exists()  # nothing is configured before the checks pass
 
@@ -267,15 +267,15 @@ def test_build_refuses_headers_of_another_major_than_the_installed_tensorrt(monk
     (tmp_path / "include" / "NvInferRuntime.h").write_text("")
     (tmp_path / "include" / "NvInferVersion.h").write_text("#define TRT_MAJOR_ENTERPRISE 10\n"
                                                            "#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE\n")
-    monkeypatch.setattr(tensorrt_build, "installed_tensorrt_version", lambda: "11.1.0.106")
+    monkeypatch.setattr(build_library, "installed_tensorrt_version", lambda: "11.1.0.106")
     with pytest.raises(PluginBuildError) as caught:
-        tensorrt_build.build_plugin_library(tmp_path / "build", tensorrt_root=str(tmp_path))
+        build_library.build_plugin_library(tmp_path / "build", tensorrt_root=str(tmp_path))
     assert str(caught.value) == (f"the TensorRT headers in {tmp_path / 'include'} are TensorRT 10, the installed "
                                  "tensorrt package is 11.1.0.106: point TENSORRT_ROOT (or TENSORRT_INCLUDE_DIR) at "
                                  "TensorRT 11 headers (NVIDIA's tar/deb packages; pip wheels ship none)")
     assert not (tmp_path / "build").exists()
     (tmp_path / "include" / "NvInferVersion.h").write_text("#define TRT_MAJOR_ENTERPRISE 11\n")
-    assert tensorrt_build.header_tensorrt_major(tmp_path / "include") == 11
+    assert build_library.header_tensorrt_major(tmp_path / "include") == 11
 
 
 def test_installed_tensorrt_version_ignores_the_stubs(monkeypatch):
@@ -290,9 +290,9 @@ def test_installed_tensorrt_version_ignores_the_stubs(monkeypatch):
 
     monkeypatch.setattr(metadata, "version", version)
     monkeypatch.setattr(metadata, "packages_distributions", lambda: {"tensorrt": ["tensorrt-stubs", "tensorrt_cu12"]})
-    assert tensorrt_build.installed_tensorrt_version() == "11.1.0.106"
+    assert build_library.installed_tensorrt_version() == "11.1.0.106"
     monkeypatch.setattr(metadata, "packages_distributions", lambda: {"tensorrt": ["tensorrt-stubs"]})
-    assert tensorrt_build.installed_tensorrt_version() is None  # the stubs' tensorrt/ folder is not TensorRT
+    assert build_library.installed_tensorrt_version() is None  # the stubs' tensorrt/ folder is not TensorRT
 
 
 def test_header_search_order(monkeypatch, tmp_path):
@@ -301,10 +301,10 @@ def test_header_search_order(monkeypatch, tmp_path):
         (tmp_path / folder / "NvInferRuntime.h").write_text("")
     monkeypatch.setenv("TENSORRT_INCLUDE_DIR", str(tmp_path / "b"))
     monkeypatch.setenv("TENSORRT_ROOT", str(tmp_path / "c"))
-    assert tensorrt_build.tensorrt_include_dir(str(tmp_path / "a")) == tmp_path / "a" / "include"
-    assert tensorrt_build.tensorrt_include_dir() == tmp_path / "b"
+    assert build_library.tensorrt_include_dir(str(tmp_path / "a")) == tmp_path / "a" / "include"
+    assert build_library.tensorrt_include_dir() == tmp_path / "b"
     monkeypatch.delenv("TENSORRT_INCLUDE_DIR")
-    assert tensorrt_build.tensorrt_include_dir() == tmp_path / "c" / "include"
+    assert build_library.tensorrt_include_dir() == tmp_path / "c" / "include"
 
 
 # ----------------------------------------------------------------------------- inside TensorRT

@@ -1,4 +1,4 @@
-"""TensorRT Python side: engine build (runtime/tensorrt_build.py), backend (runtime/tensorrt_backend.py).
+"""TensorRT Python side: engine build (runtime/backend/tensorrt/engine_builder.py), backend (runtime/backend/tensorrt/predictor.py).
 
 Runs anywhere:
 - mypy checks the TensorRT modules against tensorrt-stubs (so a misspelled TensorRT API fails here),
@@ -24,17 +24,36 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import (
+    BuildOptions,
+    GraphInfo,
+    check_calibration_cache,
+    inspect_graph,
+    onnx_node_of_layer,
+    parse_shape_specs,
+    plan_build,
+    read_precision_report,
+    resolve_profile,
+)
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
+    NOT_INSTALLED,
+    EngineMetadata,
+    RuntimeEnvironment,
+    TensorRTError,
+    check_compatibility,
+    check_plugin,
+    is_real_tensorrt,
+    read_metadata,
+    sha256_file,
+    verify_engine_file,
+    write_metadata,
+)
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.predictor import load
-from maskrcnn_deploy.runtime.tensorrt_meta import (NOT_INSTALLED, EngineMetadata, RuntimeEnvironment, TensorRTError,
-                                                   check_compatibility, check_plugin, is_real_tensorrt, read_metadata,
-                                                   sha256_file, verify_engine_file, write_metadata)
-from maskrcnn_deploy.runtime.tensorrt_plan import (BuildOptions, GraphInfo, check_calibration_cache, inspect_graph,
-                                                   onnx_node_of_layer, parse_shape_specs, plan_build,
-                                                   read_precision_report, resolve_profile)
+from maskrcnn_deploy.runtime.load import load
 
 REPO = Path(__file__).resolve().parents[1]
-TRT_MODULES = ["tensorrt_meta", "tensorrt_plan", "tensorrt_build", "tensorrt_backend", "cli_tensorrt"]
+TRT_MODULES = [f"maskrcnn_deploy.runtime.backend.tensorrt.{m}" for m in ("environment", "build_plan", "engine_builder",
+                                                                      "predictor")] + ["maskrcnn_deploy.runtime.cli_tensorrt"]
 
 try:
     import tensorrt as _trt
@@ -79,7 +98,7 @@ def mypy_setup(tmp_path_factory):
     stubs = _sanitized_stubs(root / "stubs")
     package = root / "src" / "maskrcnn_deploy"
     package.mkdir(parents=True)
-    for folder in ("model", "export", "plugins", "runtime", "calibration"):
+    for folder in ("common", "model", "export", "plugins", "runtime", "calibration"):
         (package / folder).symlink_to(REPO / folder, target_is_directory=True)
     config = root / "mypy.ini"
     config.write_text(f"""[mypy]
@@ -106,7 +125,7 @@ def _mypy(setup, modules: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_tensorrt_modules_type_check_against_the_stubs(mypy_setup):
-    result = _mypy(mypy_setup, [f"maskrcnn_deploy.runtime.{m}" for m in TRT_MODULES])
+    result = _mypy(mypy_setup, TRT_MODULES)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -231,8 +250,8 @@ def test_load_checks_metadata_before_tensorrt(engine):
 def test_input_size_from_profile_and_padding_to_it(engine):
     """Static profile -> fixed input size and batch; a dynamic one pads small batches with the image mean."""
     from maskrcnn_deploy.model.config import resnet18_fpn
+    from maskrcnn_deploy.runtime.backend.tensorrt.predictor import TensorRTPredictor, engine_input_size
     from maskrcnn_deploy.runtime.predictor import PredictorError
-    from maskrcnn_deploy.runtime.tensorrt_backend import TensorRTPredictor, engine_input_size
 
     meta = read_metadata(engine[0])
     assert engine_input_size(meta) == ((128, 160), 1)
@@ -412,12 +431,12 @@ def test_cli_missing_plugin(tmp_path, capsys):
     assert main(["build", str(onnx_path), "-o", str(tmp_path / "m.engine"), "--plugin", str(missing)]) == 2
     err = _one_line_error(capsys)
     assert f"TensorRT plugin library not found: {missing}" in err
-    assert "python -m maskrcnn_deploy.plugins.tensorrt_build" in err
+    assert "python -m maskrcnn_deploy.plugins.tensorrt.build_library" in err
 
 
 def test_cli_default_plugin_missing(tmp_path, capsys):
     try:
-        from maskrcnn_deploy.plugins.tensorrt_build import default_plugin_library
+        from maskrcnn_deploy.plugins.tensorrt.build_library import default_plugin_library
         if Path(default_plugin_library()).is_file():
             pytest.skip("the default plugin library is built here")
     except ImportError:
@@ -454,10 +473,13 @@ def test_cli_without_tensorrt(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def plugin_library(tmp_path_factory):
     try:
-        from maskrcnn_deploy.plugins.tensorrt_build import (PluginBuildError, build_plugin_library,
-                                                            default_plugin_library)
+        from maskrcnn_deploy.plugins.tensorrt.build_library import (
+            PluginBuildError,
+            build_plugin_library,
+            default_plugin_library,
+        )
     except ImportError:
-        pytest.skip("maskrcnn_deploy.plugins.tensorrt_build (the plugin build) is not available")
+        pytest.skip("maskrcnn_deploy.plugins.tensorrt.build_library (the plugin build) is not available")
     default = Path(default_plugin_library())
     if default.is_file():
         return default
@@ -473,7 +495,7 @@ def small_model(tmp_path_factory):
     from test_export_onnx import _r18_checkpoint
 
     from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-    from maskrcnn_deploy.runtime.synthetic import make_synthetic_dataset
+    from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("trt")
     checkpoint = _r18_checkpoint(root / "r18.pt")
@@ -524,7 +546,7 @@ def test_dynamic_engine_and_refused_plugin(small_model, plugin_library, tmp_path
     assert report.passed, report.failures
     copy = tmp_path / "libcopy.so"
     copy.write_bytes(plugin_library.read_bytes() + b"\0")
-    from maskrcnn_deploy.runtime.tensorrt_backend import TensorRTPredictor
+    from maskrcnn_deploy.runtime.backend.tensorrt.predictor import TensorRTPredictor
     with pytest.raises(TensorRTError, match="differs from the one the engine was built with"):
         TensorRTPredictor(engine, plugin=copy)
 

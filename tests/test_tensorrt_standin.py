@@ -17,10 +17,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from maskrcnn_deploy.runtime import tensorrt_backend, tensorrt_build
-from maskrcnn_deploy.runtime.tensorrt_meta import EngineMetadata, TensorRTError, read_metadata, sha256_file, \
-    write_metadata
-from maskrcnn_deploy.runtime.tensorrt_plan import BuildOptions
+from maskrcnn_deploy.runtime.backend.tensorrt import engine_builder
+from maskrcnn_deploy.runtime.backend.tensorrt import predictor as tensorrt_predictor
+from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import BuildOptions
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
+    EngineMetadata,
+    TensorRTError,
+    read_metadata,
+    sha256_file,
+    write_metadata,
+)
 
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
 
@@ -72,7 +78,7 @@ def stand_in_tensorrt(version: str, calls: list[str]) -> SimpleNamespace:
     class Registry:
         def load_library(self, path: str) -> str:
             calls.append("load_library")
-            calls.append(f"{tensorrt_build.REGISTER_AT_LOAD_ENV}={os.environ.get(tensorrt_build.REGISTER_AT_LOAD_ENV)}")
+            calls.append(f"{engine_builder.REGISTER_AT_LOAD_ENV}={os.environ.get(engine_builder.REGISTER_AT_LOAD_ENV)}")
             return "handle"
 
     class Runtime:
@@ -105,11 +111,11 @@ def calls(monkeypatch):
 
 def use_tensorrt(monkeypatch, version: str, recorded: list[str]) -> None:
     trt = stand_in_tensorrt(version, recorded)
-    for module in (tensorrt_build, tensorrt_backend):
+    for module in (engine_builder, tensorrt_predictor):
         monkeypatch.setattr(module, "trt", trt)
         monkeypatch.setattr(module, "require_cuda", lambda: GPU)
-    monkeypatch.setattr(tensorrt_build, "_BUILTIN_PLUGINS", [])
-    monkeypatch.setattr(tensorrt_build, "_LOADED_PLUGINS", {})
+    monkeypatch.setattr(engine_builder, "_BUILTIN_PLUGINS", [])
+    monkeypatch.setattr(engine_builder, "_LOADED_PLUGINS", {})
 
 
 def graph(path: Path, custom: bool = False, half: bool = False) -> Path:
@@ -138,7 +144,7 @@ def plugin_file(path: Path, major: int | None) -> Path:
 
 # ----------------------------------------------------------------------------- built-in plugins (issue 18, item 3)
 def test_build_registers_tensorrt_plugins_before_parsing(calls, tmp_path):
-    tensorrt_build.build_engine(graph(tmp_path / "m.onnx", custom=True), tmp_path / "m.engine",
+    engine_builder.build_engine(graph(tmp_path / "m.onnx", custom=True), tmp_path / "m.engine",
                                 BuildOptions(plugin=plugin_file(tmp_path / "lib.so", 10)))
     init = calls.index("init_libnvinfer_plugins ''")
     assert init < calls.index("load_library") < calls.index("OnnxParser") < calls.index("parse_from_file")
@@ -148,11 +154,11 @@ def test_build_registers_tensorrt_plugins_before_parsing(calls, tmp_path):
 def test_load_library_asks_the_plugin_not_to_register_itself_at_load(calls, tmp_path, monkeypatch):
     # with it, the library's getCreators hands TensorRT the creator and the load registers it (the path
     # checked against the stand-in libnvinfer by the load-library-only scenario of test_tensorrt_plugin.py)
-    monkeypatch.delenv(tensorrt_build.REGISTER_AT_LOAD_ENV, raising=False)
-    tensorrt_build.build_engine(graph(tmp_path / "m.onnx", custom=True), tmp_path / "m.engine",
+    monkeypatch.delenv(engine_builder.REGISTER_AT_LOAD_ENV, raising=False)
+    engine_builder.build_engine(graph(tmp_path / "m.onnx", custom=True), tmp_path / "m.engine",
                                 BuildOptions(plugin=plugin_file(tmp_path / "lib.so", 10)))
-    assert calls[calls.index("load_library") + 1] == f"{tensorrt_build.REGISTER_AT_LOAD_ENV}=0"
-    assert tensorrt_build.REGISTER_AT_LOAD_ENV not in os.environ  # restored afterwards
+    assert calls[calls.index("load_library") + 1] == f"{engine_builder.REGISTER_AT_LOAD_ENV}=0"
+    assert engine_builder.REGISTER_AT_LOAD_ENV not in os.environ  # restored afterwards
 
 
 def test_backend_registers_tensorrt_plugins_before_deserializing(calls, tmp_path):
@@ -165,7 +171,7 @@ def test_backend_registers_tensorrt_plugins_before_deserializing(calls, tmp_path
         package_version="0", build_time_utc="2026-01-01T00:00:00Z", build_seconds=1.0,
         onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})}))
     with pytest.raises(TensorRTError, match="could not deserialize"):
-        tensorrt_backend.TensorRTPredictor(engine)
+        tensorrt_predictor.TensorRTPredictor(engine)
     assert calls.index("init_libnvinfer_plugins ''") < calls.index("deserialize_cuda_engine")
 
 
@@ -180,7 +186,7 @@ def test_backend_registers_tensorrt_plugins_before_deserializing(calls, tmp_path
 def test_fp32_builds_clear_tf32_unless_asked(monkeypatch, tmp_path, version, options, half, tf32):
     recorded: list[str] = []
     use_tensorrt(monkeypatch, version, recorded)
-    meta = tensorrt_build.build_engine(graph(tmp_path / "m.onnx", half=half), tmp_path / "m.engine", options)
+    meta = engine_builder.build_engine(graph(tmp_path / "m.onnx", half=half), tmp_path / "m.engine", options)
     built = [c for c in recorded if c.startswith("build_serialized_network")]
     assert len(built) == 1 and ("TF32" in built[0].split("=")[1].split(",")) == tf32, recorded
     assert ("clear_flag TF32" in recorded) == (not tf32)
@@ -188,7 +194,7 @@ def test_fp32_builds_clear_tf32_unless_asked(monkeypatch, tmp_path, version, opt
 
 
 def test_metadata_without_tf32_reads_as_tensorrt_default(calls, tmp_path):
-    tensorrt_build.build_engine(graph(tmp_path / "m.onnx"), tmp_path / "m.engine")
+    engine_builder.build_engine(graph(tmp_path / "m.onnx"), tmp_path / "m.engine")
     meta_file = tmp_path / "m.engine.json"
     raw = json.loads(meta_file.read_text())
     del raw["tf32"]  # written before TF32 was recorded: TensorRT's default was on
@@ -206,7 +212,7 @@ def test_build_refuses_a_plugin_built_for_another_major(monkeypatch, tmp_path, v
     recorded: list[str] = []
     use_tensorrt(monkeypatch, version, recorded)
     with pytest.raises(TensorRTError) as refused:
-        tensorrt_build.build_engine(graph(tmp_path / "m.onnx", custom=True), tmp_path / "m.engine",
+        engine_builder.build_engine(graph(tmp_path / "m.onnx", custom=True), tmp_path / "m.engine",
                                     BuildOptions(plugin=plugin_file(tmp_path / "lib.so", major)))
     assert message in str(refused.value) and "\n" not in str(refused.value)
     assert "load_library" not in recorded and "OnnxParser" not in recorded
@@ -224,7 +230,7 @@ def test_backend_refuses_a_plugin_built_for_another_major(monkeypatch, tmp_path)
         engine_sha256=sha256_file(engine), engine_bytes=12, package_version="0", build_time_utc="2026-01-01T00:00:00Z",
         build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})}))
     with pytest.raises(TensorRTError, match="was built for TensorRT 10, this is TensorRT 11.1.0.106"):
-        tensorrt_backend.TensorRTPredictor(engine)
+        tensorrt_predictor.TensorRTPredictor(engine)
     assert "load_library" not in recorded and "deserialize_cuda_engine" not in recorded
 
 

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from maskrcnn_deploy.model import load_checkpoint
-from maskrcnn_deploy.model.train import (IterationBatchSampler, TrainConfig, hflip, lr_factor,
-                                         synthetic_model_config, train)
+from maskrcnn_deploy.model.checkpoint import load_checkpoint
+from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
+from maskrcnn_deploy.model.train import (
+    IterationBatchSampler,
+    TrainConfig,
+    hflip,
+    lr_factor,
+    synthetic_model_config,
+    train,
+)
 from maskrcnn_deploy.runtime.cli import main
-from maskrcnn_deploy.runtime.coco import CocoDetectionDataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -56,7 +56,7 @@ constexpr char const* kSoname = "libnvinfer.so." MRD_STRINGIFY(NV_TENSORRT_MAJOR
 // Other majors' sonames, opened RTLD_NOLOAD only to read their version for the mismatch message.
 constexpr char const* kOtherSonames[] = {"libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so.12"};
 
-// Read from the file, without loading it, by maskrcnn_deploy.plugins.tensorrt_build.plugin_tensorrt_major.
+// Read from the file, without loading it, by maskrcnn_deploy.plugins.tensorrt.build_library.plugin_tensorrt_major.
 __attribute__((used)) char const kBuiltForMarker[] =
     "maskrcnn_deploy TensorRT plugin built for TensorRT major " MRD_STRINGIFY(NV_TENSORRT_MAJOR) ";";
 
@@ -113,7 +113,7 @@ void reportOtherMajor(int32_t version) {
   std::fprintf(stderr,
                "[E] MultiLevelRoIAlign plugin library: built for TensorRT %d but this process runs TensorRT "
                "%d.%d.%d; nothing registered. Rebuild it against TensorRT %d headers "
-               "(python -m maskrcnn_deploy.plugins.tensorrt_build --tensorrt-root <TensorRT %d install>)\n",
+               "(python -m maskrcnn_deploy.plugins.tensorrt.build_library --tensorrt-root <TensorRT %d install>)\n",
                kTensorRTMajor, version / 10000, version / 100 % 100, version % 100, version / 10000, version / 10000);
 }
 

@@ -3,7 +3,7 @@
     from maskrcnn_deploy.runtime import load
     detections = load("model.engine").predict(["image.png"])     # or `maskrcnn-deploy check ref.pt model.engine`
 
-Before TensorRT sees the engine, its metadata file (`model.engine.json`, tensorrt_meta.py) is checked:
+Before TensorRT sees the engine, its metadata file (`model.engine.json`, environment.py) is checked:
 present and well formed, the engine file unchanged since the build (SHA-256), the plugin library the
 one it was built with (SHA-256), then this machine's TensorRT version and GPU model (name and compute
 capability) the ones it was built for. Each refusal is one line saying to rebuild with
@@ -16,20 +16,33 @@ Execution uses TensorRT 10's name-based API (`set_input_shape`, `set_tensor_addr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maskrcnn_deploy.export.graph_io import read_graph_info
 from maskrcnn_deploy.model.config import MaskRCNNConfig
-from maskrcnn_deploy.runtime.predictor import METADATA_KEY, Predictor, PredictorError
-from maskrcnn_deploy.runtime.tensorrt_build import init_builtin_plugins, load_plugin_library, make_logger
-from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, RuntimeEnvironment, TensorRTError,
-                                                   check_compatibility, check_plugin, read_metadata, rebuild_hint,
-                                                   require_cuda, require_tensorrt, verify_engine_file)
+from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import (
+    init_builtin_plugins,
+    load_plugin_library,
+    make_logger,
+)
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
+    EngineMetadata,
+    RuntimeEnvironment,
+    TensorRTError,
+    check_compatibility,
+    check_plugin,
+    read_metadata,
+    rebuild_hint,
+    require_cuda,
+    require_tensorrt,
+    verify_engine_file,
+)
+from maskrcnn_deploy.runtime.predictor import Predictor, PredictorError
 
-try:  # see tensorrt_build.py: tensorrt-stubs alone imports as an empty namespace package
+try:  # see engine_builder.py: tensorrt-stubs alone imports as an empty namespace package
     import tensorrt as trt
 except (ImportError, OSError):
     trt = None  # type: ignore[assignment]
@@ -63,7 +76,7 @@ def _plugin_for(meta: EngineMetadata, plugin: str | Path | None) -> Path | None:
     if meta.plugin_library and Path(meta.plugin_library).is_file():
         return Path(meta.plugin_library)
     try:
-        from maskrcnn_deploy.plugins.tensorrt_build import default_plugin_library
+        from maskrcnn_deploy.plugins.tensorrt.build_library import default_plugin_library
     except ImportError:
         return None
     return Path(default_plugin_library())
@@ -80,10 +93,7 @@ class TensorRTPredictor(Predictor):
         verify_engine_file(path, meta)
         plugin_path = _plugin_for(meta, plugin)
         check_plugin(meta, plugin_path)
-        if METADATA_KEY not in meta.onnx_metadata:
-            raise PredictorError(f"{path}'s metadata lacks the ONNX '{METADATA_KEY}' entry (model config): export the "
-                                 f"graph with `maskrcnn-deploy export` and {rebuild_hint(meta)}")
-        info = json.loads(meta.onnx_metadata[METADATA_KEY])
+        info = read_graph_info(meta.onnx_metadata, f"{path}'s metadata")
         require_tensorrt(trt)
         gpu_name, capability = require_cuda()
         check_compatibility(meta, RuntimeEnvironment(str(trt.__version__), gpu_name, capability))

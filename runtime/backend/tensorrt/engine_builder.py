@@ -3,7 +3,7 @@
     maskrcnn-deploy build model.onnx -o model.engine [--plugin lib.so] [--min-shape ...] [--timing-cache t.cache]
 
 Steps (TensorRT 10.x and 11.x Python API):
-1. check the graph, the plugin library and the options before TensorRT is loaded (tensorrt_plan.py);
+1. check the graph, the plugin library and the options before TensorRT is loaded (build_plan.py);
 2. register TensorRT's built-in plugins (`init_libnvinfer_plugins`: the parser imports a standard RoiAlign
    node as ROIAlign_TRT from that registry), then, after checking that it was built for this TensorRT
    major, load our plugin library into the registry (`IPluginRegistry.load_library`);
@@ -12,7 +12,7 @@ Steps (TensorRT 10.x and 11.x Python API):
 4. configure: optimization profile for dynamic inputs, workspace limit, optimization level, timing
    cache, TF32 off for fp32 engines unless --tf32, and on TensorRT 10's weakly typed path the FP16/INT8
    flags, a calibrator that only reads the `calibrate` cache, and layer precisions from a precision report;
-5. build with a progress monitor, write the engine and `<engine>.json` (tensorrt_meta.py).
+5. build with a progress monitor, write the engine and `<engine>.json` (environment.py).
 """
 
 from __future__ import annotations
@@ -25,12 +25,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from maskrcnn_deploy.runtime.files import atomic_write
-from maskrcnn_deploy.runtime.tensorrt_meta import (EngineMetadata, TensorRTError, TensorRTUnavailableError,
-                                                   check_plugin_major, package_version, require_cuda,
-                                                   require_tensorrt, sha256_file, trt_major, write_metadata)
-from maskrcnn_deploy.runtime.tensorrt_plan import (CUSTOM_OP, BuildOptions, BuildPlan, inspect_graph,
-                                                   onnx_node_of_layer, plan_build, resolve_profile)
+from maskrcnn_deploy.common.files import atomic_write
+from maskrcnn_deploy.plugins.op_spec import OP_TYPE
+from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import (
+    BuildOptions,
+    BuildPlan,
+    inspect_graph,
+    onnx_node_of_layer,
+    plan_build,
+    resolve_profile,
+)
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
+    EngineMetadata,
+    TensorRTError,
+    TensorRTUnavailableError,
+    check_plugin_major,
+    package_version,
+    require_cuda,
+    require_tensorrt,
+    sha256_file,
+    trt_major,
+    write_metadata,
+)
 
 try:  # NVIDIA's bindings; tensorrt-stubs alone imports as an empty namespace (require_tensorrt refuses it)
     import tensorrt as trt
@@ -45,7 +61,7 @@ _BUILTIN_PLUGINS: list[bool] = []      # [True] once TensorRT's built-in plugins
 # read by the plugin library's load-time constructor (plugins/tensorrt/plugin_library.cpp): "0" leaves the
 # registration to load_library, which registers the creator getCreators hands out
 REGISTER_AT_LOAD_ENV = "MASKRCNN_DEPLOY_TRT_REGISTER_AT_LOAD"
-_PLUGIN_BUILD_HINT = ("build it with `python -m maskrcnn_deploy.plugins.tensorrt_build` (docs/tensorrt.md), "
+_PLUGIN_BUILD_HINT = ("build it with `python -m maskrcnn_deploy.plugins.tensorrt.build_library` (docs/tensorrt.md), "
                       "or pass --plugin PATH")
 
 
@@ -59,10 +75,10 @@ def resolve_plugin(plugin: str | Path | None, needed: bool) -> Path | None:
         if not needed:
             return None
         try:
-            from maskrcnn_deploy.plugins.tensorrt_build import default_plugin_library
+            from maskrcnn_deploy.plugins.tensorrt.build_library import default_plugin_library
         except ImportError:
             raise TensorRTError("the graph has the custom MultiLevelRoIAlign node, which needs the TensorRT plugin "
-                                "library, and maskrcnn_deploy.plugins.tensorrt_build (which knows its default path) "
+                                "library, and maskrcnn_deploy.plugins.tensorrt.build_library (which knows its default path) "
                                 "is not available: pass --plugin PATH") from None
         default = Path(default_plugin_library())
         if not default.is_file():  # not built on this machine: part of the backend is missing (exit 3)
@@ -205,8 +221,8 @@ def _parse_error(parser: trt.OnnxParser, onnx_path: Path) -> TensorRTError:
     for line in lines[1:]:
         print(f"[build] parser: {line}", file=sys.stderr)
     first = lines[0] if lines else "the parser reported no detail"
-    hint = (f"; is the {CUSTOM_OP} plugin library loaded and built for this TensorRT (--plugin)?"
-            if CUSTOM_OP in first else "")
+    hint = (f"; is the {OP_TYPE} plugin library loaded and built for this TensorRT (--plugin)?"
+            if OP_TYPE in first else "")
     more = f" (and {len(lines) - 1} more, above)" if len(lines) > 1 else ""
     return TensorRTError(f"TensorRT cannot parse {onnx_path}: {first}{more}{hint}")
 

@@ -26,20 +26,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from maskrcnn_deploy.runtime.exit_codes import BackendUnavailableError
-from maskrcnn_deploy.runtime.files import file_digest, write_json
+from maskrcnn_deploy.common.errors import BackendUnavailableError
+from maskrcnn_deploy.common.files import file_digest, write_json
 
 __all__ = ["TensorRTError", "TensorRTUnavailableError", "EngineMetadata", "RuntimeEnvironment", "SCHEMA",
            "metadata_path", "sha256_file", "write_metadata", "read_metadata", "verify_engine_file",
            "check_compatibility", "check_plugin", "check_plugin_major", "is_real_tensorrt", "require_tensorrt",
            "require_cuda", "trt_major", "package_version", "rebuild_hint", "NOT_INSTALLED"]
+from maskrcnn_deploy.common.errors import BadInputError
 
 SCHEMA = "maskrcnn_deploy.engine/1"
 NOT_INSTALLED = ("TensorRT is not installed (pip install tensorrt, or NVIDIA's TensorRT packages, on a machine with "
                  "an NVIDIA GPU; see docs/tensorrt.md)")
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(BadInputError, RuntimeError):
     """A TensorRT build or run that cannot go ahead; the message is one line naming the problem and the fix."""
 
 
@@ -177,10 +178,10 @@ def check_plugin_major(plugin: str | Path, tensorrt_version: str) -> None:
     The library works only with the major of its headers (plugins/tensorrt/plugin_library.cpp); it
     records that major in its file, read here without loading the library.
     """
-    from maskrcnn_deploy.plugins.tensorrt_build import plugin_tensorrt_major
+    from maskrcnn_deploy.plugins.tensorrt.build_library import plugin_tensorrt_major
 
     built_for, running = plugin_tensorrt_major(Path(plugin)), trt_major(tensorrt_version)
-    fix = (f"rebuild it against TensorRT {running} headers: python -m maskrcnn_deploy.plugins.tensorrt_build "
+    fix = (f"rebuild it against TensorRT {running} headers: python -m maskrcnn_deploy.plugins.tensorrt.build_library "
            f"--tensorrt-root <TensorRT {running} install> (docs/tensorrt.md)")
     if built_for is None:
         raise TensorRTError(f"plugin library {plugin} does not record the TensorRT major it was built for "

@@ -20,13 +20,13 @@ from typing import Any
 
 import onnx
 
-from maskrcnn_deploy.runtime.tensorrt_meta import TensorRTError, trt_major
+from maskrcnn_deploy.export.graph_io import metadata_of, read_onnx
+from maskrcnn_deploy.plugins.op_spec import DOMAIN, OP_TYPE
+from maskrcnn_deploy.runtime.backend.tensorrt.environment import TensorRTError, trt_major
 
 __all__ = ["BuildOptions", "GraphInfo", "BuildPlan", "inspect_graph", "parse_shape_specs", "resolve_profile",
-           "read_precision_report", "check_calibration_cache", "plan_build", "onnx_node_of_layer",
-           "CUSTOM_DOMAIN", "CUSTOM_OP"]
+           "read_precision_report", "check_calibration_cache", "plan_build", "onnx_node_of_layer"]
 
-CUSTOM_DOMAIN, CUSTOM_OP = "maskrcnn_deploy", "MultiLevelRoIAlign"
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIBRATORS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration")  # cache header -> calibrator class
 Shape = tuple[int, ...]
@@ -82,14 +82,7 @@ class BuildPlan:
 
 def inspect_graph(path: str | Path) -> GraphInfo:
     """Inputs, custom op, precision and metadata of an ONNX file (a one-line error if it is not one)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TensorRTError(f"ONNX file not found: {path} (export one with `maskrcnn-deploy export CHECKPOINT -o "
-                            f"{path.name}`)")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # DecodeError and friends
-        raise TensorRTError(f"cannot read {path} as ONNX ({type(exc).__name__}): re-export it") from None
+    model = read_onnx(path)
     graph = model.graph
     initializers = {t.name for t in graph.initializer}
     inputs = {i.name: [d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim]
@@ -100,9 +93,9 @@ def inspect_graph(path: str | Path) -> GraphInfo:
                 or any(v.type.tensor_type.elem_type == half for v in [*graph.input, *graph.output, *graph.value_info])
                 or any(a.name == "to" and a.i == half for n in graph.node if n.op_type == "Cast" for a in n.attribute))
     qdq = any(op in ("QuantizeLinear", "DequantizeLinear") for _, op in ops)
-    return GraphInfo(inputs=inputs, uses_custom_op=(CUSTOM_DOMAIN, CUSTOM_OP) in ops,
+    return GraphInfo(inputs=inputs, uses_custom_op=(DOMAIN, OP_TYPE) in ops,
                      explicit_precision="int8" if qdq else "fp16" if has_half else None,
-                     metadata={p.key: p.value for p in model.metadata_props})
+                     metadata=metadata_of(model))
 
 
 def parse_shape_specs(texts: list[str] | None) -> dict[str, Shape]:

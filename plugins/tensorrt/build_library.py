@@ -1,10 +1,10 @@
 """Build the TensorRT plugin library for `maskrcnn_deploy::MultiLevelRoIAlign` (plugins/tensorrt/) with CMake.
 
-    from maskrcnn_deploy.plugins.tensorrt_build import build_plugin_library, default_plugin_library
+    from maskrcnn_deploy.plugins.tensorrt.build_library import build_plugin_library, default_plugin_library
     library = build_plugin_library(Path("build/tensorrt_plugin"))   # libmaskrcnn_deploy_trt_plugin.so
     trt.get_plugin_registry().load_library(str(library))           # or: trtexec --dynamicPlugins=<library>
 
-or from a shell: `python -m maskrcnn_deploy.plugins.tensorrt_build [BUILD_DIR] [--cuda-archs "80;90"]`.
+or from a shell: `python -m maskrcnn_deploy.plugins.tensorrt.build_library [BUILD_DIR] [--cuda-archs "80;90"]`.
 
 Needs cmake (>= 3.18), nvcc and TensorRT 10.x or 11.x headers, taken from the first of: the `tensorrt_root`
 argument (its include/), $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT (its include/), the copy of the 10.x headers
@@ -31,14 +31,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build_native import find_nvcc
+from maskrcnn_deploy.plugins.build_native import find_nvcc
 
 __all__ = ["PluginBuild", "PluginBuildError", "build_plugin", "build_plugin_library", "default_plugin_library",
            "harness_path", "header_tensorrt_major", "installed_tensorrt_version", "plugin_tensorrt_major",
            "tensorrt_include_dir", "DEFAULT_CUDA_ARCHS", "LIBRARY_NAME"]
+from maskrcnn_deploy.common.errors import BadInputError
 
-SOURCE_DIR = Path(__file__).resolve().parent / "tensorrt"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_DIR = Path(__file__).resolve().parent  # this folder: the plugin's C++ sources and CMakeLists.txt
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LIBRARY_NAME = "libmaskrcnn_deploy_trt_plugin.so"
 HARNESS_NAME = "mrd_trt_plugin_harness"
 DEFAULT_CUDA_ARCHS = "75;80;86;87;89;90"
@@ -48,7 +49,7 @@ MIN_CMAKE = (3, 18)
 _BUILT_FOR = re.compile(rb"maskrcnn_deploy TensorRT plugin built for TensorRT major (\d+);")
 
 
-class PluginBuildError(RuntimeError):
+class PluginBuildError(BadInputError, RuntimeError):
     """The plugin library cannot be built here; the message names the problem and what to do."""
 
 

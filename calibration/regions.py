@@ -31,9 +31,10 @@ FLOAT_LOGIT_LAYERS = ("rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.bo
                       "roi_heads.mask_predictor.mask_fcn_logits")
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm",
                   "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+from maskrcnn_deploy.common.errors import BadInputError
 
 
-class PrecisionError(ValueError):
+class PrecisionError(BadInputError, ValueError):
     """A graph or input the precision tools cannot use; the message is one line."""
 
 

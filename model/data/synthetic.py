@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from maskrcnn_deploy.runtime.files import write_text
+from maskrcnn_deploy.common.files import write_text
 
 CATEGORIES = [
     {"id": 1, "name": "circle", "supercategory": "shape"},

@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from maskrcnn_deploy.runtime.exit_codes import BackendUnavailableError
-from maskrcnn_deploy.runtime.interrupts import deferred_interrupt
+from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
+from maskrcnn_deploy.common.interrupts import deferred_interrupt
+from maskrcnn_deploy.plugins.op_spec import DOMAIN, OP_TYPE, is_custom_roi_align
 
-__all__ = ["OnnxRuntimeError", "load_session", "run_session", "custom_op_library_path", "providers"]
-
-DOMAIN, OP_TYPE = "maskrcnn_deploy", "MultiLevelRoIAlign"
+__all__ = ["OnnxRuntimeError", "load_session", "run_session", "custom_op_library_path", "providers", "for_pyop"]
 
 
-class OnnxRuntimeError(RuntimeError):
+
+class OnnxRuntimeError(BadInputError, RuntimeError):
     """The ONNX file cannot be loaded or run by ONNX Runtime."""
 
 
@@ -105,42 +105,35 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _for_pyop(model: onnx.ModelProto) -> onnx.ModelProto:
+def for_pyop(model: onnx.ModelProto) -> onnx.ModelProto:
     """Copy of the graph with each MultiLevelRoIAlign's spatial_scales list as a string attribute."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type == OP_TYPE:
+        if is_custom_roi_align(node):
             for i, attr in enumerate(node.attribute):
                 if attr.name == "spatial_scales" and attr.type == onnx.AttributeProto.FLOATS:
                     node.attribute[i].CopyFrom(onnx.helper.make_attribute("spatial_scales", _scales_to_text(attr.floats)))
     return model
 
 
-def load_session(path: str | Path, threads: int | None = None):
-    """An InferenceSession for a deploy graph, with our custom op registered when the graph uses it."""
+def load_session(model: onnx.ModelProto, threads: int | None = None, name: str | Path = "the graph"):
+    """An InferenceSession for a deploy graph (read with export/graph_io.read_onnx), with our custom op
+    registered when the graph uses it; `name` (its file) is for messages."""
     import onnxruntime as ort
 
-    path = Path(path)
-    if not path.is_file():
-        raise OnnxRuntimeError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
-        raise OnnxRuntimeError(f"cannot read {path} as ONNX ({type(exc).__name__}): re-export it") from None
     options = ort.SessionOptions()
     # idle intra-op threads sleep instead of spinning: the custom op runs its own kernel threads
     # between ONNX Runtime's ops, and spinning pool threads would take their cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
-    uses_custom = any(n.domain == DOMAIN and n.op_type == OP_TYPE for n in model.graph.node)
-    if uses_custom:
+    if any(is_custom_roi_align(n) for n in model.graph.node):
         options.register_custom_ops_library(custom_op_library_path())
-        model = _for_pyop(model)
+        model = for_pyop(model)
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers())
     except Exception as exc:
-        raise OnnxRuntimeError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+        raise OnnxRuntimeError(f"ONNX Runtime cannot load {name}: {str(exc).splitlines()[0]}") from None
 
 
 def run_session(session, images: np.ndarray, image_sizes: np.ndarray) -> dict[str, np.ndarray]:

@@ -20,14 +20,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pycocotools.coco import COCO
 
+from maskrcnn_deploy.common.errors import BadInputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(BadInputError, ValueError):
     """An image file that cannot be read; the message is one line naming the file."""
 
 
-class AnnotationError(ValueError):
+class AnnotationError(BadInputError, ValueError):
     """A COCO json that is missing, unreadable or has no images; the message is one line."""
 
 

@@ -1,0 +1,63 @@
+"""Images into a deploy graph's input: resize by the graph's `Fit`, pad to its canvas, batch.
+
+Every backend and calibration feed graphs through `preprocess_images`, so the activations calibration
+observes are those the deployed model sees:
+
+    resize : by `fit` (short side test_min_size, long side <= max_size, and inside a static graph's
+             canvas; bilinear, torchvision's rule)
+    pad    : bottom/right with the image mean (0 after the in-graph normalisation) to the graph's static
+             size, or to a multiple of size_divisible for dynamic graphs
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from maskrcnn_deploy.common.errors import BadInputError
+from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.model.fit import Fit
+from maskrcnn_deploy.model.transform import resize_image_and_target
+
+__all__ = ["ImageFitError", "check_fits", "preprocess_images"]
+
+
+class ImageFitError(BadInputError, ValueError):
+    """An image that was read but cannot be fitted to the model's input (too thin, or larger than a canvas)."""
+
+
+def check_fits(image: torch.Tensor, fit: Fit) -> tuple[int, int]:
+    """Resized (h, w) of a [3,H,W] image; ImageFitError ("does not fit") when a side rounds down to 0 px."""
+    h, w = (int(v) for v in image.shape[-2:])
+    size = fit.resized_size(h, w)
+    if min(size) < 1:
+        where = f" and the {fit.canvas[0]}x{fit.canvas[1]} input" if fit.canvas else ""
+        raise ImageFitError(f"a {w}x{h} image is too thin for this model: it does not fit, as scaling it to at most "
+                             f"{fit.max_size} px on the long side{where} leaves less than 1 px on the short side")
+    return size
+
+
+def preprocess_images(images: Sequence[torch.Tensor], config: MaskRCNNConfig, input_size: tuple[int, int] | None,
+                      fit: Fit | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[3,H,W] 0-1 images -> batch [B,3,Hp,Wp] (mean-padded) and resized sizes [B,2] float (h, w).
+
+    fit: the resize rule (default: the config's test size, capped by the static `input_size`)."""
+    fit = fit or Fit.of(config, input_size)
+    for image in images:
+        check_fits(image, fit)
+    resized = [resize_image_and_target(image, fit.min_size, fit.max_size, canvas=fit.canvas)[0] for image in images]
+    if input_size is None:
+        d = config.size_divisible
+        input_size = (int(math.ceil(max(r.shape[-2] for r in resized) / d) * d),
+                      int(math.ceil(max(r.shape[-1] for r in resized) / d) * d))
+    mean = torch.tensor(config.image_mean).reshape(3, 1, 1)
+    batch = mean.expand(3, *input_size).repeat(len(resized), 1, 1, 1).contiguous()
+    for img, slot in zip(resized, batch):
+        if img.shape[-2] > input_size[0] or img.shape[-1] > input_size[1]:  # only with a fit for another canvas
+            raise ImageFitError(f"an image resized to {img.shape[-2]}x{img.shape[-1]} does not fit the graph's static "
+                                 f"input {input_size[0]}x{input_size[1]}")
+        slot[:, :img.shape[-2], :img.shape[-1]].copy_(img)
+    sizes = torch.tensor([[r.shape[-2], r.shape[-1]] for r in resized], dtype=torch.float32)
+    return batch, sizes

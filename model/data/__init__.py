@@ -1,0 +1,1 @@
+"""Images and datasets: reading photos and COCO annotations, making synthetic scenes."""

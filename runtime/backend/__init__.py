@@ -1,0 +1,1 @@
+"""Predictors per backend: pytorch (the eager model and the deploy graph in PyTorch), onnxrt, tensorrt/."""

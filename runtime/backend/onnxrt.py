@@ -1,0 +1,31 @@
+"""ONNX Runtime backend: an exported deploy graph (custom RoIAlign node or standard ops)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maskrcnn_deploy.export.graph_io import graph_fit, read_graph_info, read_onnx
+from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.plugins.onnxruntime_op import load_session, run_session
+from maskrcnn_deploy.runtime.predictor import Predictor
+
+__all__ = ["OnnxPredictor"]
+
+
+class OnnxPredictor(Predictor):
+    """An exported deploy graph in ONNX Runtime (custom RoIAlign node or standard ops)."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        model = read_onnx(path)
+        info = read_graph_info(model, path)
+        self.session = load_session(model, threads, name=path)
+        shape = self.session.get_inputs()[0].shape  # [B,3,H,W], ints when static
+        static = all(isinstance(d, int) for d in shape)
+        config, canvas = MaskRCNNConfig.from_dict(info["config"]), tuple(shape[2:]) if static else None
+        super().__init__(config, canvas, shape[0] if isinstance(shape[0], int) else None, info.get("class_names"),
+                         info.get("category_ids"), graph_fit(info, config, canvas))
+
+    def run_raw(self, batch, sizes):
+        return run_session(self.session, batch.numpy(), sizes.numpy())

@@ -1,0 +1,29 @@
+"""`load(path)`: the predictor for a model file, chosen by its suffix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from maskrcnn_deploy.model.fit import Fit
+from maskrcnn_deploy.runtime.predictor import Predictor, PredictorError
+
+__all__ = ["load"]
+
+
+def load(path: str | Path, device: str = "cpu", threads: int | None = None, fit: Fit | None = None) -> Predictor:
+    """A predictor for a checkpoint (.pt/.pth: the eager model, resized by `fit` when given, e.g. an
+    artifact's), an ONNX deploy graph (.onnx) or a TensorRT engine (.engine/.plan from
+    `maskrcnn-deploy build`; runs on the current CUDA device). Graphs use the fit they record."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth"):
+        from maskrcnn_deploy.runtime.backend.pytorch import EagerPredictor
+        return EagerPredictor(path, device, fit)
+    if suffix == ".onnx":
+        from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
+        return OnnxPredictor(path, threads)
+    if suffix in (".engine", ".plan"):
+        from maskrcnn_deploy.runtime.backend.tensorrt.predictor import TensorRTPredictor
+        return TensorRTPredictor(path)
+    raise PredictorError(f"cannot tell the backend of {path}: use a .pt/.pth checkpoint, an .onnx graph or a "
+                         ".engine/.plan TensorRT engine")
