@@ -35,8 +35,10 @@ import torch
 
 from maskrcnn_deploy.calibration.budget import EvalSet
 from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8, save_checked
-from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
-from maskrcnn_deploy.calibration.fp16 import convert_fp16, write_precision_report
+from maskrcnn_deploy.calibration.data import CalibrationBatches
+from maskrcnn_deploy.calibration.deploy_graph import load_float_graph
+from maskrcnn_deploy.calibration.fp16 import REPORT_TITLE, convert_fp16
+from maskrcnn_deploy.calibration.precision_report import write_precision_report
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import METHODS, collect_ranges
 from maskrcnn_deploy.calibration.regions import find_region
@@ -44,17 +46,15 @@ from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.export.preprocess import preprocess_images
 from maskrcnn_deploy.model.data.coco import load_image
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
-from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
+from maskrcnn_deploy.model.evaluation import coco_ap
 from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
+from maskrcnn_deploy.runtime.evaluate import category_ids_of, graph_evaluator
 
 
-def coco_ap(detections: list[dict], evalset: EvalSet, category_ids) -> dict[str, float]:
-    """{"bbox", "segm"} AP points of one side's detections on the report set."""
-    results = []
-    for image_id, dets in zip(evalset.image_ids, detections):
-        results += detections_to_coco_results(image_id, dets, category_ids)
-    metrics = evaluate_coco(evalset.coco, results, image_ids=evalset.image_ids)
+def ap_points(detections: list[dict], evalset: EvalSet, category_ids) -> dict[str, float]:
+    """{"bbox", "segm"} AP points (AP x 100) of one side's detections on the report set."""
+    metrics = coco_ap(evalset.coco, evalset.image_ids, detections, category_ids)
     return {kind: 100.0 * metrics[kind]["AP"] for kind in ("bbox", "segm")}
 
 
@@ -76,6 +76,73 @@ def round_robin_latency(paths: dict[str, Path], image: Path, repeat: int, warmup
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
+def make_graphs(args: argparse.Namespace, out: Path, graph, train_json: Path) -> tuple[list[dict], dict[str, Path]]:
+    """The table's rows (without figures) and their graphs: FP32, FP16 and per method INT8 all / after the budget."""
+    region = find_region(graph.model)
+    fp32 = Path(graph.path)
+    holdout = make_synthetic_dataset(out / "holdout", num_train=0, num_val=args.holdout_images, seed=1)["val"]
+    rows = [{"name": "fp32", "precision": "FP32", "method": "", "float_groups": []}]
+    paths = {"fp32": fp32}
+    print("FP16: ranges of every tensor on the calibration images", flush=True)
+    amax_all = collect_ranges(graph.model, CalibrationBatches.from_data(train_json, graph, args.calib_images), "max")
+    model16, precision16 = convert_fp16(graph, amax_all)
+    paths["fp16"] = out / "fp16.onnx"
+    save_checked(model16, paths["fp16"])
+    write_precision_report(precision16, out / "fp16.precision.json", title=REPORT_TITLE)
+    rows.append({"name": "fp16", "precision": "FP16", "method": "", "float_groups": [],
+                 "fp32_nodes": sum(r.precision == "fp32" for r in precision16)})
+
+    for method in args.methods:
+        print(f"INT8 ({method}): calibrate, sweep and budget search", flush=True)
+        t0 = time.monotonic()
+        output = out / f"int8_{method}.onnx"
+        summary = calibrate_int8(CalibrateOptions(
+            model=fp32, data=train_json, output=output, method=method, num_images=args.calib_images,
+            eval_data=holdout, eval_images=args.holdout_images, max_ap_drop=args.max_ap_drop, threads=args.threads),
+            evaluate=graph_evaluator(args.threads))
+        amax = json.loads(output.with_suffix(".ranges.json").read_text())["amax"]
+        all_int8 = out / f"int8_{method}_all.onnx"
+        save_checked(quantize_qdq(graph.model, amax, region.nodes()), all_int8)
+        paths[f"int8_{method}_all"], paths[f"int8_{method}"] = all_int8, output
+        budget = summary["budget"]
+        rows.append({"name": f"int8_{method}_all", "precision": "INT8", "method": method, "float_groups": []})
+        rows.append({"name": f"int8_{method}", "precision": "INT8 + budget", "method": method,
+                     "float_groups": summary["fallback_groups"], "budget_met_on_budget_set": budget["met"],
+                     "budget_set_drop": budget["baseline"]["segm"] - summary["budget"]["final"]["segm"],
+                     "calibrate_s": round(time.monotonic() - t0, 1)})
+    return rows, paths
+
+
+def score_rows(rows: list[dict], paths: dict[str, Path], report: EvalSet, threads: int | None) -> None:
+    """Each row's AP points on the report set and, against the FP32 row, its parity verdict (in place)."""
+    reference = None
+    for row in rows:
+        print(f"evaluate {row['name']} on the report set", flush=True)
+        predictor = OnnxPredictor(paths[row["name"]], threads)
+        detections = predictor.predict(report.images)
+        row.update(ap_points(detections, report, category_ids_of(predictor)))
+        if reference is None:
+            reference = detections
+            continue
+        parity_report = parity.check_parity(reference, detections, parity.tolerances_from(
+            "fp16" if row["precision"] == "FP16" else "int8"))
+        row.update(parity="PASS" if parity_report.passed else "FAIL", parity_failures=parity_report.failures,
+                   matched=f"{parity_report.matched}/{parity_report.ref_detections}",
+                   mask_iou=parity_report.to_dict()["mask_iou"], box_error_px=parity_report.to_dict()["box_error_px"])
+
+
+def table_markdown(rows: list[dict]) -> str:
+    """The Markdown table of the scored rows (drops and speed-ups against the first, FP32, row)."""
+    lines = ["| precision | method | float16 groups | bbox AP | segm AP | bbox drop | segm drop | parity | "
+             "ORT CPU median | vs FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        verdict = f"{r['parity']} ({r['matched']})" if "parity" in r else "reference"
+        lines.append(f"| {r['precision']} | {r['method']} | {len(r['float_groups'])} | {r['bbox']:.2f} | "
+                     f"{r['segm']:.2f} | {r['bbox_drop']:+.2f} | {r['segm_drop']:+.2f} | {verdict} | "
+                     f"{r['latency_ms']:.1f} ms | {r['speedup']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="out/r18_trained", help="output folder of bench/train_synthetic.py")
@@ -95,70 +162,18 @@ def main() -> None:
 
     fp32 = out / "fp32.onnx"
     export_checkpoint(run / "run" / "model_final.pt", fp32, ExportOptions())
-    holdout = make_synthetic_dataset(out / "holdout", num_train=0, num_val=args.holdout_images, seed=1)["val"]
     report = EvalSet.from_data(val_json)
     graph = load_float_graph(fp32)
-    region = find_region(graph.model)
-    print(f"{fp32}: input {graph.input_size}, {len(region.group_names())} layer groups; report set "
+    print(f"{fp32}: input {graph.input_size}, {len(find_region(graph.model).group_names())} layer groups; report set "
           f"{len(report.images)} images, budget set {args.holdout_images}, calibration {args.calib_images}", flush=True)
-
-    rows = [{"name": "fp32", "precision": "FP32", "method": "", "float_groups": []}]
-    paths = {"fp32": fp32}
-    print("FP16: ranges of every tensor on the calibration images", flush=True)
-    amax_all = collect_ranges(graph.model, CalibrationBatches.from_data(train_json, graph, args.calib_images), "max")
-    model16, precision16 = convert_fp16(graph, amax_all)
-    paths["fp16"] = out / "fp16.onnx"
-    save_checked(model16, paths["fp16"])
-    write_precision_report(precision16, out / "fp16.precision.json")
-    rows.append({"name": "fp16", "precision": "FP16", "method": "", "float_groups": [],
-                 "fp32_nodes": sum(r.precision == "fp32" for r in precision16)})
-
-    for method in args.methods:
-        print(f"INT8 ({method}): calibrate, sweep and budget search", flush=True)
-        t0 = time.monotonic()
-        output = out / f"int8_{method}.onnx"
-        summary = calibrate_int8(CalibrateOptions(
-            model=fp32, data=train_json, output=output, method=method, num_images=args.calib_images,
-            eval_data=holdout, eval_images=args.holdout_images, max_ap_drop=args.max_ap_drop, threads=args.threads))
-        amax = json.loads(output.with_suffix(".ranges.json").read_text())["amax"]
-        all_int8 = out / f"int8_{method}_all.onnx"
-        save_checked(quantize_qdq(graph.model, amax, region.nodes()), all_int8)
-        paths[f"int8_{method}_all"], paths[f"int8_{method}"] = all_int8, output
-        budget = summary["budget"]
-        rows.append({"name": f"int8_{method}_all", "precision": "INT8", "method": method, "float_groups": []})
-        rows.append({"name": f"int8_{method}", "precision": "INT8 + budget", "method": method,
-                     "float_groups": summary["fallback_groups"], "budget_met_on_budget_set": budget["met"],
-                     "budget_set_drop": budget["baseline"]["segm"] - summary["budget"]["final"]["segm"],
-                     "calibrate_s": round(time.monotonic() - t0, 1)})
-
-    reference = None
-    for row in rows:
-        print(f"evaluate {row['name']} on the report set", flush=True)
-        predictor = OnnxPredictor(paths[row["name"]], args.threads)
-        detections = predictor.predict(report.images)
-        row.update(coco_ap(detections, report, predictor.category_ids or list(range(predictor.config.num_classes))))
-        if reference is None:
-            reference = detections
-            continue
-        parity_report = parity.check_parity(reference, detections, parity.tolerances_from(
-            "fp16" if row["precision"] == "FP16" else "int8"))
-        row.update(parity="PASS" if parity_report.passed else "FAIL", parity_failures=parity_report.failures,
-                   matched=f"{parity_report.matched}/{parity_report.ref_detections}",
-                   mask_iou=parity_report.to_dict()["mask_iou"], box_error_px=parity_report.to_dict()["box_error_px"])
+    rows, paths = make_graphs(args, out, graph, train_json)
+    score_rows(rows, paths, report, args.threads)
     latency = round_robin_latency(paths, report.images[0], args.repeat, args.warmup, args.threads)
     base = rows[0]
     for row in rows:
         row.update(bbox_drop=base["bbox"] - row["bbox"], segm_drop=base["segm"] - row["segm"],
                    latency_ms=latency[row["name"]], speedup=latency["fp32"] / latency[row["name"]])
-
-    lines = ["| precision | method | float16 groups | bbox AP | segm AP | bbox drop | segm drop | parity | "
-             "ORT CPU median | vs FP32 |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        verdict = f"{r['parity']} ({r['matched']})" if "parity" in r else "reference"
-        lines.append(f"| {r['precision']} | {r['method']} | {len(r['float_groups'])} | {r['bbox']:.2f} | "
-                     f"{r['segm']:.2f} | {r['bbox_drop']:+.2f} | {r['segm_drop']:+.2f} | {verdict} | "
-                     f"{r['latency_ms']:.1f} ms | {r['speedup']:.2f}x |")
-    table = "\n".join(lines)
+    table = table_markdown(rows)
     print(table)
     for r in rows:
         if r.get("parity_failures"):

@@ -24,7 +24,8 @@ from maskrcnn_deploy.model.checkpoint import load_checkpoint
 from maskrcnn_deploy.model.data.coco import CocoDetectionDataset
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.model.train import TrainConfig, synthetic_model_config, train
-from maskrcnn_deploy.runtime.evaluate import evaluate_model
+from maskrcnn_deploy.runtime.evaluate import evaluate_predictor
+from maskrcnn_deploy.runtime.load import load
 
 
 def main() -> None:
@@ -61,9 +62,9 @@ def main() -> None:
     final = train(cfg, model_config=model_config, resume=False)
     train_s = time.monotonic() - t_train
 
-    model, _, extra = load_checkpoint(final)
+    _, _, extra = load_checkpoint(final)
     t_eval = time.monotonic()
-    metrics = evaluate_model(model, CocoDetectionDataset(paths["val"]), batch_size=2)
+    metrics = evaluate_predictor(load(final), CocoDetectionDataset(paths["val"]), batch_size=2)  # the eager model
     eval_s = time.monotonic() - t_eval
 
     summary = {

@@ -1,7 +1,11 @@
 """Accuracy budget for INT8: per-group sensitivity sweep, then the cheapest fallback that fits.
 
     evalset = EvalSet.from_data("data/val.json", num_images=50)
-    result = search_budget(graph, amax, region, evalset, max_ap_drop=0.5)
+    result = search_budget(graph, amax, region, evalset, evaluate, max_ap_drop=0.5)
+
+`evaluate(model, evalset) -> {"bbox": AP points, "segm": AP points}` scores a candidate graph; the caller
+passes it (the runtime's is runtime/evaluate.py `graph_evaluator`: ONNX Runtime), so calibration never
+imports a runtime.
 
 1. baseline : segm/bbox AP of the float graph on the held-out images.
 2. sweep    : for each layer group alone, quantize it (everything else float) and measure the
@@ -17,19 +21,19 @@ held-out images. AP is in points (AP x 100), as `--max-ap-drop` is.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import onnx
 
-from maskrcnn_deploy.calibration.data import DeployGraph
+from maskrcnn_deploy.calibration.deploy_graph import DeployGraph
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.regions import PrecisionError, Region
 from maskrcnn_deploy.common.files import Journal
 from maskrcnn_deploy.common.progress import Progress
 
-__all__ = ["EvalSet", "GroupSensitivity", "BudgetResult", "evaluate_model", "sensitivity_sweep", "search_budget"]
+__all__ = ["EvalSet", "Evaluate", "GroupSensitivity", "BudgetResult", "sensitivity_sweep", "search_budget"]
 
 
 @dataclass
@@ -60,22 +64,8 @@ class EvalSet:
         return cls(images, coco, ids)
 
 
-def evaluate_model(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None) -> dict[str, float]:
-    """{"bbox": AP points, "segm": AP points} of a deploy graph in ONNX Runtime."""
-    from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
-    from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
-
-    with tempfile.TemporaryDirectory(prefix="mrd_eval_") as tmp:
-        path = Path(tmp) / "model.onnx"
-        onnx.save(model, str(path))
-        predictor = OnnxPredictor(path, threads)
-        results = []
-        for image_id, image in zip(evalset.image_ids, evalset.images):
-            detections = predictor.predict([image])[0]  # run_session holds a Ctrl-C until the graph returns
-            cat_ids = predictor.category_ids or list(range(predictor.config.num_classes))
-            results += detections_to_coco_results(image_id, detections, cat_ids)
-    metrics = evaluate_coco(evalset.coco, results, image_ids=evalset.image_ids)
-    return {kind: 100.0 * metrics[kind]["AP"] for kind in ("bbox", "segm")}
+# evaluate(model, evalset) -> {"bbox": AP points, "segm": AP points} of a deploy graph on the held-out images
+Evaluate = Callable[[onnx.ModelProto, EvalSet], dict[str, float]]
 
 
 @dataclass
@@ -111,13 +101,12 @@ class BudgetResult:
 
 
 def sensitivity_sweep(graph: DeployGraph, amax: dict[str, float], region: Region, evalset: EvalSet,
-                      baseline: dict[str, float], threads: int | None = None,
-                      evaluate=None, journal: Journal | None = None) -> list[GroupSensitivity]:
-    """Each layer group quantized alone; most sensitive (largest segm AP drop) first.
+                      baseline: dict[str, float], evaluate: Evaluate,
+                      journal: Journal | None = None) -> list[GroupSensitivity]:
+    """Each layer group quantized alone, scored by `evaluate`; most sensitive (largest segm AP drop) first.
 
     journal: groups it holds are not measured again; each new measurement is recorded as it finishes.
     """
-    evaluate = evaluate or evaluate_model
     groups = region.group_names()
     done = sum(f"sweep:{group}" in journal for group in groups) if journal is not None else 0
     if done:
@@ -127,7 +116,7 @@ def sensitivity_sweep(graph: DeployGraph, amax: dict[str, float], region: Region
     for group in groups:
         resumed = journal is not None and f"sweep:{group}" in journal
         ap = _measure(journal, f"sweep:{group}",
-                      lambda: evaluate(quantize_qdq(graph.model, amax, region.nodes([group])), evalset, threads))
+                      lambda: evaluate(quantize_qdq(graph.model, amax, region.nodes([group])), evalset))
         if not resumed:
             progress.update(None, f"{group}: drop {baseline['segm'] - ap['segm']:+.2f}")
         rows.append(GroupSensitivity(group, ap["segm"], ap["bbox"], baseline["segm"] - ap["segm"]))
@@ -145,13 +134,11 @@ def _measure(journal: Journal | None, step: str, evaluate) -> dict[str, float]:
 
 
 def search_budget(graph: DeployGraph, amax: dict[str, float], region: Region, evalset: EvalSet,
-                  max_ap_drop: float = 0.5, threads: int | None = None,
-                  baseline: dict[str, float] | None = None, evaluate=None, build=None,
-                  journal: Journal | None = None) -> BudgetResult:
+                  evaluate: Evaluate, max_ap_drop: float = 0.5, baseline: dict[str, float] | None = None,
+                  build=None, journal: Journal | None = None) -> BudgetResult:
     """Sweep, then return the most sensitive groups to float until the segm AP drop <= max_ap_drop.
 
-    evaluate(model, evalset, threads) -> {"bbox": AP points, "segm": AP points}; default `evaluate_model`,
-    tests pass a stand-in.
+    evaluate(model, evalset) -> {"bbox": AP points, "segm": AP points} (see `Evaluate`); tests pass a stand-in.
     build(int8_groups, float_groups) -> the candidate graph; default: Q/DQ for the INT8 groups, the
     rest float32.
     journal: every AP measured (baseline, sweep, search steps) is recorded there as it finishes, and
@@ -161,15 +148,14 @@ def search_budget(graph: DeployGraph, amax: dict[str, float], region: Region, ev
     """
     if max_ap_drop < 0:
         raise PrecisionError(f"--max-ap-drop must be >= 0 AP points, got {max_ap_drop}")
-    evaluate = evaluate or evaluate_model
     if build is None:
         def build(int8_groups, float_groups):
             return quantize_qdq(graph.model, amax, region.nodes(int8_groups))
-    baseline = baseline or _measure(journal, "baseline", lambda: evaluate(graph.model, evalset, threads))
+    baseline = baseline or _measure(journal, "baseline", lambda: evaluate(graph.model, evalset))
     if baseline["segm"] <= 0:
         raise PrecisionError("the float graph scores segm AP 0 on --eval-data: an AP budget cannot be measured "
                              "(wrong data for this model?)")
-    sweep = sensitivity_sweep(graph, amax, region, evalset, baseline, threads, evaluate, journal)
+    sweep = sensitivity_sweep(graph, amax, region, evalset, baseline, evaluate, journal)
     order = [s.group for s in sweep]
     float_groups: list[str] = []
     steps = []
@@ -179,7 +165,7 @@ def search_budget(graph: DeployGraph, amax: dict[str, float], region: Region, ev
 
         def measure():
             built["model"] = build(int8, float_groups)
-            return evaluate(built["model"], evalset, threads)
+            return evaluate(built["model"], evalset)
 
         ap = _measure(journal, f"search:{json.dumps(float_groups)}", measure)
         steps.append({"float_groups": list(float_groups), "segm": ap["segm"], "bbox": ap["bbox"]})

@@ -1,11 +1,15 @@
 """The INT8 flow end to end: ranges -> budget -> Q/DQ graph, TensorRT cache, precision report.
 
     result = calibrate_int8(CalibrateOptions(model="m.onnx", data="data/train.json", output="m.int8.onnx",
-                                             eval_data="data/val.json"))
+                                             eval_data="data/val.json"), evaluate=graph_evaluator(threads))
+
+evaluate: how the AP budget scores a candidate graph (budget.Evaluate); needed with `eval_data`. The
+runtime passes its own (runtime/evaluate.py `graph_evaluator`: ONNX Runtime), so calibration imports no
+runtime.
 
 Writes, beside `output`: the Q/DQ graph, `<stem>.cache` (TensorRT 10.x calibration cache: the Q/DQ
-graph's activation scales), `<stem>.precision.json` + `.md` (every node's precision; the TensorRT builder reads
-the JSON) and `<stem>.ranges.json` (amax of every calibrated tensor, reusable by `convert --fp16`).
+graph's activation scales), `<stem>.precision.json` + `.md` (every node's precision, precision_report.py; the
+TensorRT builder reads the JSON) and `<stem>.ranges.json` (amax of every calibrated tensor, reusable by `convert --fp16`).
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ from pathlib import Path
 
 import onnx
 
-from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
+from maskrcnn_deploy.calibration.budget import EvalSet, Evaluate, search_budget
+from maskrcnn_deploy.calibration.data import CalibrationBatches
+from maskrcnn_deploy.calibration.deploy_graph import DeployGraph, load_float_graph
+from maskrcnn_deploy.calibration.precision_report import NodePrecision, report_paths, report_texts
 from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
-from maskrcnn_deploy.calibration.regions import PrecisionError, find_region
+from maskrcnn_deploy.calibration.regions import PrecisionError, Region, find_region
 from maskrcnn_deploy.calibration.trt_cache import DEFAULT_TRT_VERSION, calibration_cache_text
 from maskrcnn_deploy.common.files import Journal, atomic_write, atomic_write_all, file_digest, inputs_key
 
-__all__ = ["CalibrateOptions", "calibrate_int8", "precision_rows", "save_checked"]
+__all__ = ["CalibrateOptions", "calibrate_int8", "precision_rows", "save_checked", "REPORT_TITLE"]
+
+REPORT_TITLE = "INT8 calibration"  # the heading of `calibrate`'s precision report
 
 
 @dataclass
@@ -43,7 +52,7 @@ class CalibrateOptions:
     fallback: str = "fp16"  # precision of the groups the budget returns to float: fp16 | fp32
     trt_version: str = DEFAULT_TRT_VERSION
     cache_algorithm: str = "EntropyCalibration2"
-    threads: int | None = None
+    threads: int | None = None  # ONNX Runtime threads of the evaluator (bound by the caller; part of the budget key)
     resume: bool = True  # continue an interrupted run with the same inputs from its progress files
 
 
@@ -63,11 +72,12 @@ def _save_and_check(model: onnx.ModelProto, path: Path) -> None:
     load_session(onnx.load(str(path)), name=path)
 
 
-def precision_rows(model: onnx.ModelProto, region, int8_groups, fp16_plan=None) -> list[dict]:
-    """One row per node of the float graph: node, op_type, group, precision (int8|fp16|fp32), reason.
+def precision_rows(model: onnx.ModelProto, region: Region, int8_groups, fp16_plan=None) -> list[NodePrecision]:
+    """One row per node of the float graph: int8 for the INT8 groups, fp16/fp32 with a reason for the rest.
 
     fp16_plan: `fp16.plan_precision` rows of the float groups' nodes when they fall back to float16
-    (a node the plan keeps in float32 says why); without it the float groups are float32.
+    (a node the plan keeps in float32 says why); without it the float groups are float32. max_abs stays
+    None: the calibrated ranges are clipping thresholds, not observed maxima.
     """
     plan = {r.node: r for r in fp16_plan or []}
     rows = []
@@ -83,18 +93,8 @@ def precision_rows(model: onnx.ModelProto, region, int8_groups, fp16_plan=None) 
             precision, reason = "fp32", f"returned to float by the AP budget; {plan[node.name].reason}"
         else:
             precision, reason = "fp32", "returned to float by the AP budget"
-        rows.append({"node": node.name, "op_type": node.op_type, "group": group, "precision": precision,
-                     "reason": reason})
+        rows.append(NodePrecision(node.name, node.op_type, group, precision, reason))
     return rows
-
-
-def _report_texts(rows: list[dict], summary: dict) -> tuple[str, str]:
-    """The precision report as JSON (the TensorRT builder reads it) and as a Markdown table."""
-    report = json.dumps({"schema": "maskrcnn_deploy.precision/1", "summary": summary, "layers": rows}, indent=1)
-    lines = ["# Layer precision", "", *(f"- {k}: {v}" for k, v in summary.items() if not isinstance(v, (dict, list))),
-             "", "| node | op | group | precision | reason |", "|---|---|---|---|---|"]
-    lines += [f"| {r['node']} | {r['op_type']} | {r['group'] or ''} | {r['precision']} | {r['reason']} |" for r in rows]
-    return report, "\n".join(lines) + "\n"
 
 
 def _progress_keys(options: CalibrateOptions, batches: CalibrationBatches, evalset) -> tuple[str, str]:
@@ -110,15 +110,8 @@ def _progress_keys(options: CalibrateOptions, batches: CalibrationBatches, evals
     return ranges, budget
 
 
-def calibrate_int8(options: CalibrateOptions) -> dict:
-    """Run the INT8 flow; returns the summary also stored in the precision report."""
-    from maskrcnn_deploy.calibration.budget import EvalSet, search_budget
-    from maskrcnn_deploy.calibration.fp16 import convert_nodes_fp16, plan_precision
-
-    t0 = time.monotonic()
-    if options.fallback not in ("fp16", "fp32"):
-        raise PrecisionError(f"--fallback must be fp16 or fp32, got {options.fallback!r}")
-    output = Path(options.output)
+def _load_inputs(options: CalibrateOptions) -> tuple[DeployGraph, EvalSet | None, CalibrationBatches]:
+    """The float graph, the held-out evaluation set (None without eval_data) and the calibration batches."""
     graph = load_float_graph(options.model)
     evalset = EvalSet.from_data(options.eval_data, options.eval_images) if options.eval_data else None
     batches = CalibrationBatches.from_data(options.data, graph, options.num_images, options.batch_size)
@@ -127,6 +120,65 @@ def calibrate_int8(options: CalibrateOptions) -> dict:
         if shared:
             print(f"WARNING: {len(shared)} of the --eval-data images are also calibration images: the AP budget "
                   "is then measured partly on data the scales were fitted to; hold them out", flush=True)
+    return graph, evalset, batches
+
+
+def _choose_groups(options: CalibrateOptions, graph: DeployGraph, amax: dict[str, float], region: Region,
+                   evalset: EvalSet | None, evaluate: Evaluate | None, build, journal_file: Path, budget_key: str,
+                   summary: dict) -> tuple[list[str], onnx.ModelProto]:
+    """(float groups, the graph to ship): the AP budget's choice with an evalset (recorded in summary["budget"]),
+    else every group INT8."""
+    if evalset is None:
+        print("no --eval-data: every layer group is INT8 and no AP budget was checked")
+        return [], build(region.group_names(), [])
+    journal = Journal(journal_file, budget_key, "calibrate: AP budget measurements")
+    try:
+        budget = search_budget(graph, amax, region, evalset, evaluate, options.max_ap_drop, build=build,
+                               journal=journal)
+    finally:
+        journal.close()
+    for line in budget.summary_lines():
+        print(line)
+    summary["budget"] = {"max_ap_drop": options.max_ap_drop, "met": budget.met, "baseline": budget.baseline,
+                         "final": budget.final, "eval_images": len(evalset.images), "steps": budget.steps,
+                         "sweep": [asdict(s) for s in budget.sweep]}
+    if not budget.met:
+        print(f"WARNING: the AP budget ({options.max_ap_drop} segm AP points) is not met even with every "
+              f"layer group in {options.fallback}: the loss is outside the quantized layers", flush=True)
+    return budget.float_groups, budget.model
+
+
+def _cache_scales(float_model: onnx.ModelProto, model: onnx.ModelProto) -> dict[str, float]:
+    """The Q/DQ graph's activation scales under the float graph's tensor names, for the TensorRT cache.
+
+    The cache carries the Q/DQ graph's own scales: onnxruntime's quantizer gives a Relu's input the Relu
+    output's range and MaxPool / Resize outputs their input's scale, and TensorRT 10's implicit path must
+    quantize exactly as the explicit graph does (a Q reading a float16 group's output reads an inserted
+    Cast to float32: the name is its source's).
+    """
+    float_tensors = {t for n in float_model.graph.node for t in (*n.input, *n.output)}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    scales = {}
+    for tensor, scale in sorted(activation_scales(model).items()):
+        while tensor not in float_tensors and tensor in producer and producer[tensor].op_type == "Cast":
+            tensor = producer[tensor].input[0]
+        if tensor in float_tensors:
+            scales[tensor] = scale
+    return scales
+
+
+def calibrate_int8(options: CalibrateOptions, evaluate: Evaluate | None = None) -> dict:
+    """Run the INT8 flow; returns the summary also stored in the precision report. evaluate: scores the
+    candidate graphs of the AP budget (budget.Evaluate), required with options.eval_data."""
+    from maskrcnn_deploy.calibration.fp16 import convert_nodes_fp16, plan_precision
+
+    t0 = time.monotonic()
+    if options.fallback not in ("fp16", "fp32"):
+        raise PrecisionError(f"--fallback must be fp16 or fp32, got {options.fallback!r}")
+    if options.eval_data and evaluate is None:
+        raise ValueError("calibrate_int8: eval_data needs an evaluator (runtime/evaluate.py graph_evaluator)")
+    output = Path(options.output)
+    graph, evalset, batches = _load_inputs(options)
     # an interrupted run (Ctrl-C) resumes from these, beside the output, when its inputs are the same
     ranges_file = output.with_name(output.name + ".ranges-progress.npz")
     journal_file = output.with_name(output.name + ".budget-progress.jsonl")
@@ -151,49 +203,20 @@ def calibrate_int8(options: CalibrateOptions) -> dict:
             model = convert_nodes_fp16(model, region.nodes(float_groups), amax)
         return model
 
-    float_groups: list[str] = []
-    if evalset is not None:
-        journal = Journal(journal_file, budget_key, "calibrate: AP budget measurements")
-        try:
-            budget = search_budget(graph, amax, region, evalset, options.max_ap_drop, options.threads, build=build,
-                                   journal=journal)
-        finally:
-            journal.close()
-        for line in budget.summary_lines():
-            print(line)
-        float_groups, model = budget.float_groups, budget.model
-        summary["budget"] = {"max_ap_drop": options.max_ap_drop, "met": budget.met, "baseline": budget.baseline,
-                             "final": budget.final, "eval_images": len(evalset.images), "steps": budget.steps,
-                             "sweep": [asdict(s) for s in budget.sweep]}
-        if not budget.met:
-            print(f"WARNING: the AP budget ({options.max_ap_drop} segm AP points) is not met even with every "
-                  f"layer group in {options.fallback}: the loss is outside the quantized layers", flush=True)
-    else:
-        print("no --eval-data: every layer group is INT8 and no AP budget was checked")
-        model = build(region.group_names(), [])
+    float_groups, model = _choose_groups(options, graph, amax, region, evalset, evaluate, build, journal_file,
+                                         budget_key, summary)
     int8_groups = [g for g in region.group_names() if g not in float_groups]
     fp16_plan = plan_precision(graph.model, amax, region.nodes(float_groups)) \
         if float_groups and options.fallback == "fp16" else None
-    # the cache carries the Q/DQ graph's own scales: onnxruntime's quantizer gives a Relu's input the
-    # Relu output's range and MaxPool / Resize outputs their input's scale, and TensorRT 10's implicit
-    # path must quantize exactly as the explicit graph does
-    # (a Q reading a float16 group's output reads an inserted Cast to float32: the name is its source's)
-    float_tensors = {t for n in graph.model.graph.node for t in (*n.input, *n.output)}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    scales = {}
-    for tensor, scale in sorted(activation_scales(model).items()):
-        while tensor not in float_tensors and tensor in producer and producer[tensor].op_type == "Cast":
-            tensor = producer[tensor].input[0]
-        if tensor in float_tensors:
-            scales[tensor] = scale
+    scales = _cache_scales(graph.model, model)
     summary.update(int8_groups=int8_groups, fallback_groups=float_groups,
                    fallback_precision=options.fallback if float_groups else None)
     cache, report = output.with_suffix(".cache"), output.with_suffix(".precision.json")
+    rows = precision_rows(graph.model, region, int8_groups, fp16_plan)
     texts = {
         cache: calibration_cache_text(scales, options.trt_version, options.cache_algorithm),
         output.with_suffix(".ranges.json"): json.dumps({"method": options.method, "amax": amax}, indent=1),
-        **dict(zip((report, report.with_suffix(".md")),
-                   _report_texts(precision_rows(graph.model, region, int8_groups, fp16_plan), summary))),
+        **dict(zip(report_paths(report), report_texts(rows, summary, REPORT_TITLE))),
     }
     # all five files replace a previous run's together, after the graph passed its checks
     atomic_write_all({output: lambda tmp: _save_and_check(model, tmp),

@@ -2,7 +2,8 @@
 
     amax = collect_ranges(graph.model, CalibrationBatches.from_data(data, graph), "max")  # all tensors
     model, rows = convert_fp16(graph, amax)          # graph inputs/outputs stay float32
-    save_checked(model, "m.fp16.onnx"); write_precision_report(rows, "m.fp16.precision.json")
+    save_checked(model, "m.fp16.onnx")
+    write_precision_report(rows, "m.fp16.precision.json", title=REPORT_TITLE)   # precision_report.py
 
 A node computes in float16 only if all of these hold; every other node stays float32, and its
 report row says why:
@@ -31,48 +32,33 @@ adds what it lacks (each seen on the exported graph):
       large values): those casts are removed
     - it clips weights to 1e4 by default: max_finite_val is float16's 65504 (the range rule holds)
 MultiLevelRoIAlign keeps float32 inputs and outputs: ONNX Runtime runs it as an onnxruntime-extensions
-PyOp declared float32-only (plugins/onnxruntime_op.py). Its rois must stay float32 in any case (docs/ops.md:
-the TensorRT plugin takes float16 maps, never float16 rois).
+PyOp declared float32-only (plugins/onnxruntime_op.py). The TensorRT plugin already takes float16 feature
+maps (its CUDA kernel is templated on the map type and accumulates in float32), but never float16 rois
+(docs/ops.md: float16 box corners move in 1-pixel steps from 1024 px on), so the node stays float32 here.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 
-from maskrcnn_deploy.calibration.data import DeployGraph
+from maskrcnn_deploy.calibration.deploy_graph import DeployGraph
+from maskrcnn_deploy.calibration.precision_report import NodePrecision
 from maskrcnn_deploy.calibration.regions import GLUE_OPS, WEIGHTED_OPS, PrecisionError, check_float_graph, find_region
-from maskrcnn_deploy.common.files import write_text
 from maskrcnn_deploy.export.onnx_ops import register_schema
 from maskrcnn_deploy.plugins.op_spec import OP_TYPE
 
-__all__ = ["NodePrecision", "FP16_SAFE_MAX", "FRAGILE_OPS", "FP16_OPS", "plan_precision", "convert_fp16",
-           "convert_nodes_fp16", "write_precision_report"]
+__all__ = ["FP16_SAFE_MAX", "FRAGILE_OPS", "FP16_OPS", "REPORT_TITLE", "plan_precision", "convert_fp16",
+           "convert_nodes_fp16"]
 
 FP16_MAX = 65504.0
 FP16_SAFE_MAX = FP16_MAX / 2
 FRAGILE_OPS = ("Exp", "Log", "Sqrt", "Pow", "Reciprocal", "Div", "Sigmoid", "Softmax", "Erf")
 FP16_OPS = (*WEIGHTED_OPS, *GLUE_OPS)  # each has a float16 CPU kernel in ONNX Runtime 1.31
-SCHEMA = "maskrcnn_deploy.precision/1"
+REPORT_TITLE = "float16 conversion"  # the heading of `convert --fp16`'s precision report
 _FLOAT, _FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
-
-
-@dataclass
-class NodePrecision:
-    """One row of the precision report: a node of the float32 graph and the precision it runs in."""
-
-    node: str
-    op_type: str
-    group: str | None       # layer group (graph.find_region), None outside the network region
-    precision: str          # "fp16" | "fp32"
-    reason: str             # why fp32, "" for fp16
-    max_abs: float | None   # largest observed |output| on calibration data, None when not observed
 
 
 def _float16_module():
@@ -252,19 +238,3 @@ def _remove_float32_round_trips(graph: onnx.GraphProto, original: dict[str, list
             return
         for node in dead:
             graph.node.remove(node)
-
-
-def write_precision_report(rows: list[NodePrecision], path: str | Path) -> None:
-    """JSON {"schema", "layers": [row...]} (non-finite max_abs as null); a Markdown table beside a .json path."""
-    path = Path(path)
-    layers = [{**asdict(r), "max_abs": r.max_abs if r.max_abs is not None and math.isfinite(r.max_abs) else None}
-              for r in rows]
-    write_text(path, json.dumps({"schema": SCHEMA, "layers": layers}, indent=1))
-    if path.suffix == ".json":
-        counts = {p: sum(r.precision == p for r in rows) for p in ("fp16", "fp32")}
-        lines = ["# Layer precision (float16 conversion)", "", f"- fp16 nodes: {counts['fp16']}",
-                 f"- fp32 nodes: {counts['fp32']}", "", "| node | op | group | precision | max abs | reason |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {r.node} | {r.op_type} | {r.group or ''} | {r.precision} | "
-                  f"{'' if r.max_abs is None else f'{r.max_abs:.3g}'} | {r.reason} |" for r in rows]
-        write_text(path.with_suffix(".md"), "\n".join(lines) + "\n")

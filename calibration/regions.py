@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from maskrcnn_deploy.common.errors import BadInputError
+
 __all__ = ["PrecisionError", "Region", "find_region", "check_float_graph", "WEIGHTED_OPS", "GLUE_OPS",
            "FLOAT_LOGIT_LAYERS"]
 
@@ -31,7 +33,6 @@ FLOAT_LOGIT_LAYERS = ("rpn.head.cls_logits", "rpn.head.bbox_pred", "roi_heads.bo
                       "roi_heads.mask_predictor.mask_fcn_logits")
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QGemm",
                   "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
-from maskrcnn_deploy.common.errors import BadInputError
 
 
 class PrecisionError(BadInputError, ValueError):

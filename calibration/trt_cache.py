@@ -26,10 +26,9 @@ import struct
 from pathlib import Path
 
 from maskrcnn_deploy.calibration.regions import PrecisionError
-from maskrcnn_deploy.common.files import write_text
 
-__all__ = ["ALGORITHMS", "DEFAULT_TRT_VERSION", "trt_version_number", "write_calibration_cache",
-           "calibration_cache_text", "read_calibration_cache"]
+__all__ = ["ALGORITHMS", "DEFAULT_TRT_VERSION", "trt_version_number", "calibration_cache_text",
+           "read_calibration_cache"]
 
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.x, the TensorRT 10 release most implicit-INT8 users run
@@ -43,12 +42,6 @@ def trt_version_number(version: str) -> int:
         raise PrecisionError(f"TensorRT version must be MAJOR.MINOR.PATCH with MAJOR >= 10, got {version!r}")
     major, minor, patch = (int(p) for p in parts)
     return (major * 100 + minor) * 100 + patch
-
-
-def write_calibration_cache(path: str | Path, scales: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,
-                            algorithm: str = "EntropyCalibration2") -> None:
-    """Write per-tensor int8 scales (tensor -> scale, amax / 127) as a TensorRT calibration cache (atomically)."""
-    write_text(path, calibration_cache_text(scales, trt_version, algorithm))
 
 
 def calibration_cache_text(scales: dict[str, float], trt_version: str = DEFAULT_TRT_VERSION,

@@ -21,13 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.model.roi_align import multilevel_roi_align
 
 from .canvas import FEATURE_STRIDES, extent_masking, image_anchors, padded_extent, replicate_edges
 from .nms import nms_keep, offset_by_class
 
-__all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
+__all__ = ["DeployMaskRCNN", "OUTPUT_NAMES", "UnsupportedModelError"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks", "num_detections")
 _INVALID = -1.0  # score of a dropped candidate; every threshold below is >= 0
@@ -55,6 +56,21 @@ def _big_enough(boxes: Tensor, min_size: float) -> Tensor:
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
 
 
+def torchvision_roi_scale(extent: Tensor, image_sizes: Tensor) -> Tensor:
+    """[B] the factor torchvision's RoIAlign magnifies each image's boxes by: 2**round(log2(padded h / h)).
+
+    torchvision's MultiScaleRoIAlign (and model/roi_align.py's `infer_scales`, which copies it) infers
+    each level's scale as 2**round(log2(feature height / image height)) from the image height, not the
+    padded one. Padding to a multiple of 32 makes the feature map taller than height / stride; once
+    the padded height is over sqrt(2) times the image's (resized heights 1-22, 33-45, 65-67 px) every
+    scale doubles (or more), and with it the FPN level every box is pooled from (the level rule
+    starts at -log2 of the first scale). That equals pooling the boxes magnified by this factor with
+    the nominal scales, which is what the graph does, so it keeps the eager model's detections.
+    """
+    ratio = extent[:, 0] / image_sizes[:, 0]
+    return torch.pow(2.0, torch.round(torch.log2(ratio)))
+
+
 def _rois(boxes: Tensor) -> Tensor:
     """[B,M,4] -> [B*M,5] with the image index first."""
     b, m = boxes.shape[:2]
@@ -68,6 +84,10 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index.reshape(shape).expand(index.shape + x.shape[2:]))
 
 
+class UnsupportedModelError(BadInputError, ValueError):
+    """A model whose rules the deploy graph does not implement (a Detectron2-rule model); exit code 2."""
+
+
 class DeployMaskRCNN(nn.Module):
     """Inference-only, fixed-shape view of a trained `MaskRCNN` (shares its weights)."""
 
@@ -79,9 +99,10 @@ class DeployMaskRCNN(nn.Module):
         other = {name: getattr(cfg, name) for name, torchvision_rule in TORCHVISION_RULES.items()
                  if getattr(cfg, name) != torchvision_rule}
         if other:
-            raise ValueError(f"the deploy graph implements torchvision's Mask R-CNN rules only, and this model uses "
-                             f"{', '.join(f'{k}={v!r}' for k, v in other.items())} (a Detectron2 model): run it with "
-                             "the PyTorch predictor (`predict`/`eval` on the checkpoint); its export is not supported yet")
+            raise UnsupportedModelError(
+                f"the deploy graph implements torchvision's Mask R-CNN rules only, and this model uses "
+                f"{', '.join(f'{k}={v!r}' for k, v in other.items())} (a Detectron2 model): run it with "
+                "the PyTorch predictor (`predict`/`eval` on the checkpoint); its export is not supported yet")
         self.cfg = cfg
         self.backbone, self.rpn, self.roi_heads = model.backbone, model.rpn, model.roi_heads
         self.max_detections = int(max_detections or cfg.detections_per_img)
@@ -94,7 +115,8 @@ class DeployMaskRCNN(nn.Module):
         with extent_masking(self.backbone, extent, tuple(x.shape[-2:])):  # export/canvas.py
             feats = self.backbone(x)  # P2..P6
         proposals, proposal_ok = self.propose(feats, extent, image_sizes)
-        return self.detect(replicate_edges(feats[:4], extent), proposals, proposal_ok, image_sizes)
+        roi_scale = torchvision_roi_scale(extent, image_sizes)  # [B] 1 but for short images, see below
+        return self.detect(replicate_edges(feats[:4], extent), proposals, proposal_ok, image_sizes, roi_scale)
 
     # ---- RPN --------------------------------------------------------------------------------------------------------
     def propose(self, feats: list[Tensor], extent: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
@@ -140,17 +162,18 @@ class DeployMaskRCNN(nn.Module):
         return _gather(boxes, idx), top > _INVALID
 
     # ---- box and mask heads -------------------------------------------------------------------------------------------
-    def _pool(self, feats: list[Tensor], boxes: Tensor, output_size: int) -> Tensor:
-        """Fused RoIAlign of boxes [B,M,4] on P2..P5 (strides 4..32) -> [B*M, C, out, out]."""
+    def _pool(self, feats: list[Tensor], boxes: Tensor, output_size: int, roi_scale: Tensor) -> Tensor:
+        """Fused RoIAlign of boxes [B,M,4], magnified by roi_scale [B], on P2..P5 (strides 4..32)
+        -> [B*M, C, out, out]."""
         cfg = self.cfg
-        return multilevel_roi_align(feats, _rois(boxes), output_size, FPN_SCALES, cfg.roi_sampling_ratio, cfg.roi_aligned,
+        return multilevel_roi_align(feats, _rois(boxes * roi_scale[:, None, None]), output_size, FPN_SCALES, cfg.roi_sampling_ratio, cfg.roi_aligned,
                                     cfg.canonical_scale, cfg.canonical_level, cfg.level_mapper_eps)
 
-    def detect(self, feats: list[Tensor], proposals: Tensor, proposal_ok: Tensor, image_sizes: Tensor
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def detect(self, feats: list[Tensor], proposals: Tensor, proposal_ok: Tensor, image_sizes: Tensor,
+               roi_scale: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         cfg, heads = self.cfg, self.roi_heads
         B, P = proposals.shape[:2]
-        x = heads.box_head(self._pool(feats, proposals, cfg.box_roi_output_size))
+        x = heads.box_head(self._pool(feats, proposals, cfg.box_roi_output_size, roi_scale))
         class_logits, box_deltas = heads.box_predictor(x)           # [B*P,K], [B*P,4K]
         K = class_logits.shape[1]
         boxes = heads.coder.decode(box_deltas, proposals.reshape(-1, 4)).reshape(B, P, K, 4)
@@ -171,7 +194,7 @@ class DeployMaskRCNN(nn.Module):
         det_boxes = _gather(boxes, idx) * valid[..., None]
         det_labels = torch.gather(labels, 1, idx) * valid
         det_scores = top * valid
-        mask_x = heads.mask_head(self._pool(feats, det_boxes, cfg.mask_roi_output_size))
+        mask_x = heads.mask_head(self._pool(feats, det_boxes, cfg.mask_roi_output_size, roi_scale))
         mask_logits = heads.mask_predictor(mask_x)                  # [B*N,K,28,28]
         M = mask_logits.shape[-1]
         picked = torch.gather(mask_logits, 1, det_labels.reshape(B * n, 1, 1, 1).expand(B * n, 1, M, M))

@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.common.files import atomic_write
 from maskrcnn_deploy.model.fit import Fit
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
@@ -28,7 +29,6 @@ from .nms import nms_keep_onnx
 
 __all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", "export_checkpoint", "verify_onnx",
            "INPUT_NAMES"]
-from maskrcnn_deploy.common.errors import BadInputError
 
 INPUT_NAMES = ("images", "image_sizes")
 MIN_OPSET, MAX_OPSET = 18, 20  # RoiAlign-16 semantics; torchlib is written at opset 18
@@ -83,25 +83,32 @@ def fit_config_to_canvas(config, size: tuple[int, int]):
 
 
 def export_checkpoint(checkpoint: str | Path, path: str | Path, options: ExportOptions | None = None,
-                      num_classes: int | None = None) -> onnx.ModelProto:
-    """Export one of our checkpoints; num_classes, when given, must match the checkpoint's."""
+                      num_classes: int | None = None, source: str | None = None,
+                      bn_eps: float | None = None) -> onnx.ModelProto:
+    """Export a checkpoint of any source `load_checkpoint` reads (ours, torchvision, Detectron2).
+
+    num_classes, when given, must match the checkpoint's. source / bn_eps: how to read the file (see
+    `load_checkpoint`); the source found and the backbone's BatchNorm eps are recorded in the metadata."""
     from maskrcnn_deploy.model.checkpoint import CheckpointError, load_checkpoint
 
     try:
-        model, config, extra = load_checkpoint(checkpoint)
+        model, config, extra = load_checkpoint(checkpoint, source=source, bn_eps=bn_eps)
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
     if num_classes is not None and num_classes != config.num_classes:
         raise ExportError(f"{checkpoint} has {config.num_classes} classes (background included), "
                           f"not {num_classes}: export the checkpoint that was trained for your classes")
-    return export_onnx(model, path, options, {k: extra[k] for k in ("class_names", "category_ids") if k in extra})
+    labels = {k: extra[k] for k in ("class_names", "category_ids") if k in extra}
+    labels["checkpoint"] = {"source": extra.get("source", "maskrcnn-deploy"), "bn_eps": config.norm_eps}
+    return export_onnx(model, path, options, labels)
 
 
 def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None = None,
                 labels: dict | None = None) -> onnx.ModelProto:
     """Export `model` to `path`; returns the verified ModelProto.
 
-    labels: optional {"class_names": [...], "category_ids": [...]} stored in the file's metadata.
+    labels: optional {"class_names": [...], "category_ids": [...], "checkpoint": {...}} stored in the file's
+    metadata.
     """
     options = options or ExportOptions()
     size = _check_options(options, model.config)

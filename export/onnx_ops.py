@@ -53,7 +53,7 @@ def multilevel_roi_align_custom(rois, features, output_height: int, output_width
 
     register_schema()
     custom = onnxscript.values.Opset(DOMAIN, OP_VERSION)
-    return custom.MultiLevelRoIAlign(
+    return getattr(custom, OP_TYPE)(  # custom.MultiLevelRoIAlign(...)
         rois, *features, output_height=output_height, output_width=output_width, sampling_ratio=sampling_ratio,
         aligned=int(aligned), spatial_scales=[float(s) for s in spatial_scales], canonical_scale=float(canonical_scale),
         canonical_level=int(canonical_level), level_eps=float(eps), mode=mode)

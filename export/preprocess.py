@@ -21,7 +21,7 @@ from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.fit import Fit
 from maskrcnn_deploy.model.transform import resize_image_and_target
 
-__all__ = ["ImageFitError", "check_fits", "preprocess_images"]
+__all__ = ["ImageFitError", "check_fits", "preprocess_images", "check_roi_scale"]
 
 
 class ImageFitError(BadInputError, ValueError):
@@ -61,3 +61,24 @@ def preprocess_images(images: Sequence[torch.Tensor], config: MaskRCNNConfig, in
         slot[:, :img.shape[-2], :img.shape[-1]].copy_(img)
     sizes = torch.tensor([[r.shape[-2], r.shape[-1]] for r in resized], dtype=torch.float32)
     return batch, sizes
+
+
+def check_roi_scale(sizes: torch.Tensor, input_size: tuple[int, int], size_divisible: int) -> None:
+    """ImageFitError for an image the deploy graph cannot pool as the eager model does on this canvas.
+
+    torchvision's RoIAlign magnifies the boxes of an image whose padded height is over sqrt(2) times
+    its resized height (resized heights 1-22, 33-45, 65-67 px: export/deploy_model.py,
+    `torchvision_roi_scale`); magnified boxes sample beyond the eager feature map, where torchvision
+    reads zeros. The graph reproduces that exactly only when the image's padded extent is the whole
+    canvas (a dynamic graph at batch 1); on a larger canvas it would read padding instead, so such an
+    image is refused rather than answered differently. sizes: [B,2] resized (h, w).
+    """
+    for h, w in sizes.tolist():
+        padded = (math.ceil(h / size_divisible) * size_divisible, math.ceil(w / size_divisible) * size_divisible)
+        if round(math.log2(padded[0] / h)) > 0 and tuple(padded) != tuple(input_size):
+            raise ImageFitError(
+                f"an image resized to {int(h)}x{int(w)} px is too short for this graph's {input_size[0]}x{input_size[1]} "
+                f"input: torchvision pools an image padded from {int(h)} to {padded[0]} px high (over sqrt(2) times) at "
+                "a magnified scale, which a larger canvas cannot reproduce; run it through a dynamic graph (export "
+                "--dynamic) at batch 1, or the checkpoint")
+

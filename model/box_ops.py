@@ -12,15 +12,10 @@ from torch import Tensor
 from torchvision.ops import batched_nms, box_iou  # library ops, re-exported for the model
 
 __all__ = ["BoxCoder", "Matcher", "sample_pos_neg", "clip_boxes", "remove_small_boxes",
-           "box_iou", "batched_nms", "box_area"]
+           "box_iou", "batched_nms"]
 
 BELOW_LOW_THRESHOLD = -1
 BETWEEN_THRESHOLDS = -2
-
-
-def box_area(boxes: Tensor) -> Tensor:
-    """[N,4] -> [N] area."""
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:

@@ -14,6 +14,7 @@ from maskrcnn_deploy.common.files import atomic_write
 from .backbone import FrozenBatchNorm2d
 from .checkpoint_sources import (
     SOURCES,
+    CheckpointError,
     detect_source,
     detectron2_config,
     detectron2_state_dict,
@@ -25,15 +26,10 @@ from .mask_rcnn import MaskRCNN
 
 __all__ = ["CheckpointError", "map_legacy_key", "load_torchvision_state_dict", "save_checkpoint",
            "load_checkpoint", "FORMAT", "FORMAT_VERSION"]
-from maskrcnn_deploy.common.errors import BadInputError
 
 FORMAT = "maskrcnn_deploy"
 FORMAT_VERSION = 1
 _CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
-
-
-class CheckpointError(BadInputError, ValueError):
-    """A checkpoint that cannot be read or does not fit the model (one-line message)."""
 
 
 _LEGACY = [

@@ -18,14 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskrcnn_deploy.common.errors import BadInputError
+
 from .config import MaskRCNNConfig, detectron2_mask_rcnn, torchvision_v1, torchvision_v2
 
-__all__ = ["SOURCES", "UnsafePickleError", "safe_unpickle", "read_checkpoint_file", "detect_source",
+__all__ = ["SOURCES", "CheckpointError", "UnsafePickleError", "safe_unpickle", "read_checkpoint_file", "detect_source",
            "map_detectron2_key", "detectron2_state_dict", "detectron2_config", "torchvision_config"]
-from maskrcnn_deploy.common.errors import BadInputError
 
 SOURCES = ("maskrcnn-deploy", "torchvision-v1", "torchvision-v2", "detectron2")
 _CLS_KEY = "roi_heads.box_predictor.cls_score.weight"
+
+
+class CheckpointError(BadInputError, ValueError):
+    """A checkpoint that cannot be read or does not fit the model (one-line message)."""
 
 
 class UnsafePickleError(BadInputError, pickle.UnpicklingError):
@@ -82,11 +87,11 @@ def _first_line(err: BaseException) -> str:
 
 def read_checkpoint_file(path: Path, map_location="cpu"):
     """The object in a checkpoint file, read without running code: torch files with weights_only=True,
-    other pickles (Detectron2 `.pkl`) with `safe_unpickle`. Raises ValueError with a one-line message."""
+    other pickles (Detectron2 `.pkl`) with `safe_unpickle`. Raises CheckpointError with a one-line message."""
     if not path.exists():
-        raise ValueError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a directory, not a checkpoint file")
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     torch_err = None
     if zipfile.is_zipfile(path) or path.suffix != ".pkl":
         try:
@@ -94,15 +99,15 @@ def read_checkpoint_file(path: Path, map_location="cpu"):
         except Exception as err:  # noqa: BLE001 - any failure: report it in one line, or try the .pkl reader
             torch_err = err
             if zipfile.is_zipfile(path):
-                raise ValueError(f"{path} is not a readable PyTorch checkpoint (corrupt, or it holds objects that "
+                raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt, or it holds objects that "
                                  f"are not weights): {_first_line(err)}") from None
     try:
         return safe_unpickle(path)
     except UnsafePickleError as err:
-        raise ValueError(f"{path} refused: {err}; only weights are read from checkpoint files") from None
+        raise CheckpointError(f"{path} refused: {err}; only weights are read from checkpoint files") from None
     except Exception as err:  # noqa: BLE001
         first = _first_line(torch_err) if torch_err is not None else _first_line(err)
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint or Detectron2 .pkl (corrupt or truncated?): "
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint or Detectron2 .pkl (corrupt or truncated?): "
                          f"{first}") from None
 
 
@@ -145,13 +150,13 @@ def detect_source(obj, name: str = "checkpoint") -> str:
             v2 = any(k.startswith(("roi_heads.box_head.5.", "backbone.fpn.inner_blocks.0.1.")) for k in keys)
             return "torchvision-v2" if v2 else "torchvision-v1"
     if isinstance(obj, dict) and "blobs" in obj:
-        raise ValueError(f"{name} is a Caffe2 Detectron (v1) file ('blobs' naming); convert it with Detectron2 first "
+        raise CheckpointError(f"{name} is a Caffe2 Detectron (v1) file ('blobs' naming); convert it with Detectron2 first "
                          "and pass the Detectron2 checkpoint")
     hits = {s: sum(any(k.startswith(p) for p in pats) for k in keys) for s, pats in _SIGNATURES.items()}
     best = max(hits, key=hits.get)
     closest = (f"closest: {best} ({hits[best]} of {len(keys)} keys match)" if hits[best]
                else f"no key matches any (keys: {', '.join(keys[:3]) or type(obj).__name__})")
-    raise ValueError(f"{name} is not a Mask R-CNN checkpoint this tool reads; looked for {_LOOKED_FOR}; {closest}")
+    raise CheckpointError(f"{name} is not a Mask R-CNN checkpoint this tool reads; looked for {_LOOKED_FOR}; {closest}")
 
 
 # ---- torchvision ---------------------------------------------------------------------------------------------
@@ -231,25 +236,25 @@ def detectron2_config(weights: dict, name: str = "checkpoint") -> MaskRCNNConfig
     A model trained with other settings needs config= (see `detectron2_mask_rcnn`)."""
     def shape(key):
         if key not in weights:
-            raise ValueError(f"{name} is a Detectron2 checkpoint without {key}; only Mask R-CNN FPN models are read")
+            raise CheckpointError(f"{name} is a Detectron2 checkpoint without {key}; only Mask R-CNN FPN models are read")
         return tuple(weights[key].shape)
 
     res4 = {int(m[1]) for k in weights if (m := re.match(r"backbone\.bottom_up\.res4\.(\d+)\.", str(k)))}
     if not res4:
-        raise ValueError(f"{name} holds no Detectron2 ResNet weights (backbone.bottom_up.res4.*): not a Detectron2 "
+        raise CheckpointError(f"{name} holds no Detectron2 ResNet weights (backbone.bottom_up.res4.*): not a Detectron2 "
                          "checkpoint")
     depth = {6: 50, 23: 101}.get(len(res4))
     if depth is None:
-        raise ValueError(f"{name}: a ResNet with {len(res4)} blocks in res4 is not supported (R50: 6, R101: 23)")
+        raise CheckpointError(f"{name}: a ResNet with {len(res4)} blocks in res4 is not supported (R50: 6, R101: 23)")
     width, in_per_group = shape("backbone.bottom_up.res2.0.conv2.weight")[:2]
     groups = width // in_per_group
     num_classes = shape("roi_heads.box_predictor.cls_score.weight")[0]
     k = num_classes - 1
     if shape("roi_heads.box_predictor.bbox_pred.weight")[0] != 4 * k:
-        raise ValueError(f"{name}: class-agnostic box regression is not supported (bbox_pred has "
+        raise CheckpointError(f"{name}: class-agnostic box regression is not supported (bbox_pred has "
                          f"{shape('roi_heads.box_predictor.bbox_pred.weight')[0]} outputs for {k} classes)")
     if shape("roi_heads.mask_head.predictor.weight")[0] != k:
-        raise ValueError(f"{name}: class-agnostic masks are not supported (the mask predictor has "
+        raise CheckpointError(f"{name}: class-agnostic masks are not supported (the mask predictor has "
                          f"{shape('roi_heads.mask_head.predictor.weight')[0]} outputs for {k} classes)")
     backbone = "X101-32x8d-FPN" if groups > 1 else f"R{depth}-FPN"
     return detectron2_mask_rcnn(num_classes, backbone, backbone_depth=depth, block_groups=groups,

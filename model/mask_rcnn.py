@@ -13,7 +13,7 @@ from .roi_heads import RoIHeads
 from .rpn import RPN
 from .transform import postprocess, preprocess
 
-__all__ = ["MaskRCNN", "binarize_masks"]
+__all__ = ["MaskRCNN"]
 
 
 class MaskRCNN(nn.Module):
@@ -65,8 +65,3 @@ class MaskRCNN(nn.Module):
         if raw:
             return results, sizes
         return (postprocess_detectron2 if detectron2 else postprocess)(results, sizes, original_sizes)
-
-
-def binarize_masks(masks: Tensor, threshold: float = 0.5) -> Tensor:
-    """[D,1,H,W] probabilities -> [D,H,W] uint8 (prob > threshold)."""
-    return (masks[:, 0] > threshold).to(torch.uint8)

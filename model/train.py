@@ -22,7 +22,7 @@ import torch
 from maskrcnn_deploy.common.progress import Progress
 from maskrcnn_deploy.model.checkpoint import load_checkpoint, save_checkpoint
 from maskrcnn_deploy.model.config import MaskRCNNConfig, resnet18_fpn
-from maskrcnn_deploy.model.data.coco import CocoDetectionDataset, collate
+from maskrcnn_deploy.model.data.coco import AnnotationError, CocoDetectionDataset, collate
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 
 
@@ -143,25 +143,13 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     torch.manual_seed(cfg.seed)
 
     dataset = CocoDetectionDataset(cfg.train_json, cfg.image_dir)
-    start_iter, optimizer_state, elapsed_before = 0, None, 0.0
-    if resume and last_path.exists():
-        model, model_config, extra = load_checkpoint(last_path)
-        start_iter = int(extra.get("iteration", 0))
-        elapsed_before = float(extra.get("train_elapsed_s", 0.0))
-        optimizer_state = extra.get("optimizer")
-        if "rng_state" in extra:
-            torch.set_rng_state(extra["rng_state"])
-        print(f"resuming {last_path} at iteration {start_iter}/{cfg.iterations}", flush=True)
-    elif init_checkpoint is not None:
-        model, model_config, _ = load_checkpoint(init_checkpoint)
-    else:
-        if model_config is None:
-            raise ValueError("train: give a model config or an init checkpoint")
-        model = MaskRCNN(model_config)
+    model, model_config, start = _starting_point(cfg, model_config, resume, init_checkpoint, last_path)
+    start_iter, optimizer_state, elapsed_before = start.get("iteration", 0), start.get("optimizer"), \
+        start.get("elapsed_s", 0.0)
     if model_config.num_classes != dataset.num_classes:
-        raise ValueError(f"the model has {model_config.num_classes} classes (background included) but "
-                         f"{cfg.train_json} has {dataset.num_classes}; build the model with "
-                         f"num_classes={dataset.num_classes}")
+        raise AnnotationError(f"the model has {model_config.num_classes} classes (background included) but "
+                              f"{cfg.train_json} has {dataset.num_classes}; build the model with "
+                              f"num_classes={dataset.num_classes}")
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -189,25 +177,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     smoothed: dict[str, float] = {}
     iteration = start_iter
     for images, targets in loader:
-        images, targets = list(images), list(targets)
-        flip_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
-        for i in range(len(images)):
-            if torch.rand((), generator=flip_gen).item() < cfg.hflip_prob:
-                images[i], targets[i] = hflip(images[i], targets[i])
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(iteration, cfg, elapsed())
-
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration} "
-                                     f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); "
-                                     f"lower --lr or raise --warmup-iters")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-        optimizer.step()
+        losses, loss = _step(model, optimizer, params, list(images), list(targets), cfg, iteration, elapsed())
         iteration += 1
 
         for k, v in {"loss": loss, **losses}.items():
@@ -228,3 +198,47 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         {"iterations": iteration, "wall_s": round(time.monotonic() - t0, 1),
          "final_losses": {k: round(v, 5) for k, v in smoothed.items()}}, indent=2))
     return final
+
+
+def _starting_point(cfg: TrainConfig, model_config: MaskRCNNConfig | None, resume: bool,
+                    init_checkpoint: str | None, last_path: Path) -> tuple[MaskRCNN, MaskRCNNConfig, dict]:
+    """(model, config, resume state) to train from: `last_path` when resuming (its config wins; the state
+    holds iteration, optimizer and elapsed_s, and the global RNG is restored), else `init_checkpoint`'s
+    weights, else a new model of `model_config`."""
+    if resume and last_path.exists():
+        model, model_config, extra = load_checkpoint(last_path)
+        if "rng_state" in extra:
+            torch.set_rng_state(extra["rng_state"])
+        state = {"iteration": int(extra.get("iteration", 0)), "optimizer": extra.get("optimizer"),
+                 "elapsed_s": float(extra.get("train_elapsed_s", 0.0))}
+        print(f"resuming {last_path} at iteration {state['iteration']}/{cfg.iterations}", flush=True)
+        return model, model_config, state
+    if init_checkpoint is not None:
+        model, model_config, _ = load_checkpoint(init_checkpoint)
+        return model, model_config, {}
+    if model_config is None:
+        raise ValueError("train: give a model config or an init checkpoint")
+    return MaskRCNN(model_config), model_config, {}
+
+
+def _step(model: MaskRCNN, optimizer: torch.optim.Optimizer, params: list, images: list, targets: list,
+          cfg: TrainConfig, iteration: int, elapsed_s: float) -> tuple[dict, torch.Tensor]:
+    """One SGD step on a batch (seeded horizontal flips, scheduled lr, clipped gradients) -> (losses, total)."""
+    flip_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + iteration)
+    for i in range(len(images)):
+        if torch.rand((), generator=flip_gen).item() < cfg.hflip_prob:
+            images[i], targets[i] = hflip(images[i], targets[i])
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr * lr_factor(iteration, cfg, elapsed_s)
+    losses = model(images, targets)
+    loss = sum(losses.values())
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration} "
+                                 f"({ {k: round(v.item(), 4) for k, v in losses.items()} }); "
+                                 f"lower --lr or raise --warmup-iters")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.clip_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+    optimizer.step()
+    return losses, loss

@@ -12,9 +12,10 @@ import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
+from maskrcnn_deploy.common.errors import BadInputError
+
 __all__ = ["NativeLibraryError", "MAX_LEVELS", "DTYPE_CODES", "MrdLevels", "MrdPoolParams", "cpu_library",
            "cuda_library", "library_path", "levels_struct", "pool_params", "pointers", "check_status"]
-from maskrcnn_deploy.common.errors import BadInputError
 
 MAX_LEVELS = 8
 DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}

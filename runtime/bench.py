@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from maskrcnn_deploy.common.errors import UsageError
 from maskrcnn_deploy.common.files import atomic_write, write_json
 from maskrcnn_deploy.common.progress import Progress
 from maskrcnn_deploy.runtime.predictor import STAGES, Predictor
@@ -74,7 +75,7 @@ def run_bench(predictors: Sequence[Predictor], paths: Sequence[str | Path], imag
     """Warm up each predictor, then time `iterations` passes over `images` (decoded [3,H,W] tensors),
     the predictors taking turns call by call. One ArtifactTimes per predictor, in order."""
     if not images:
-        raise ValueError("no images to benchmark on")
+        raise UsageError("no images to benchmark on: point --data at a folder of images or a COCO json")
     batches = [list(images[i:i + settings.batch_size]) for i in range(0, len(images), settings.batch_size)]
     times = [ArtifactTimes(Path(p).name, str(p), pred.backend, pred.fixed_batch,
                            tuple(pred.input_size) if pred.input_size else None) for pred, p in zip(predictors, paths)]

@@ -6,8 +6,8 @@
 
 Images are decoded once and the same tensors go to both sides, resized by the same rule (the artifact's
 `Fit`: a static graph's canvas caps the scale), so a difference can only come from the models. A
-checkpoint reference runs as the original eager `MaskRCNN` (runtime/predictor.py `EagerPredictor`), so
-whatever the deploy rewrite changes is caught. `maskrcnn-deploy check` (runtime/cli_deploy.py) and the
+checkpoint reference runs as the original eager `MaskRCNN` (runtime/backend/pytorch.py `EagerPredictor`), so
+whatever the deploy rewrite changes is caught. `maskrcnn-deploy check` (runtime/cli/check.py) and the
 demo (runtime/demo.py) are thin layers over `run_check`; runtime/report_html.py turns a CheckRun into an
 HTML page.
 """
@@ -25,8 +25,9 @@ from pycocotools.coco import COCO
 
 from maskrcnn_deploy.common.progress import Progress
 from maskrcnn_deploy.model.data.coco import ImageLoadError, images_and_annotations, load_image
-from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
+from maskrcnn_deploy.model.evaluation import coco_ap
 from maskrcnn_deploy.runtime import parity
+from maskrcnn_deploy.runtime.evaluate import category_ids_of
 from maskrcnn_deploy.runtime.load import load
 from maskrcnn_deploy.runtime.predictor import Predictor
 
@@ -41,7 +42,7 @@ class SideRun:
     path: str
     backend: str                # predictor.backend: pytorch | onnxruntime | tensorrt
     detections: list[dict]      # one detection dict per image (predictor.predict output)
-    ap: dict | None             # evaluate_coco result {"bbox": {"AP": ..}, "segm": {..}} (0-1); None: no annotations
+    ap: dict | None             # coco_ap result {"bbox": {"AP": ..}, "segm": {..}} (0-1); None: no annotations
     latencies_s: list[float]    # wall seconds of predictor.predict([image]) per image (image already decoded)
     class_names: list[str] | None = None  # predictor.class_names (index = label), for drawing
 
@@ -93,11 +94,7 @@ def load_check_images(data: str | Path, max_images: int | None = None) -> CheckI
 def side_ap(predictor: Predictor, detections: Sequence[dict], coco: COCO | None, ids: Sequence[int] | None
             ) -> dict | None:
     """COCO bbox and segm metrics of one side's detections (None without annotations)."""
-    if coco is None:
-        return None
-    cat_ids = predictor.category_ids or list(range(predictor.config.num_classes))
-    results = [r for image_id, d in zip(ids, detections) for r in detections_to_coco_results(image_id, d, cat_ids)]
-    return evaluate_coco(coco, results, image_ids=ids)
+    return None if coco is None else coco_ap(coco, ids, detections, category_ids_of(predictor))
 
 
 def predict_side(path: str | Path, images: Sequence[torch.Tensor], coco: COCO | None, ids: Sequence[int] | None,
@@ -119,11 +116,12 @@ def predict_side(path: str | Path, images: Sequence[torch.Tensor], coco: COCO | 
 
 def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tolerances: parity.Tolerances,
               max_images: int | None = None, threads: int | None = None,
-              reference_run: SideRun | None = None) -> CheckRun:
+              reference_run: SideRun | None = None, checkpoint: dict | None = None) -> CheckRun:
     """Parity of `artifact` against `reference` on the images of `data` (see load_check_images).
 
     reference_run: a finished run of the reference over the same images (the demo checks several
-    artifacts against one PyTorch run); `reference` is then not loaded again.
+    artifacts against one PyTorch run); `reference` is then not loaded again. checkpoint: how to read a
+    checkpoint reference ({"source": .., "bn_eps": ..}, see model/checkpoint.py `load_checkpoint`).
     """
     loaded = load_check_images(data, max_images)
     paths, images, coco, ids = loaded.paths, loaded.images, loaded.coco, loaded.ids
@@ -137,7 +135,7 @@ def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tol
     artifact_predictor = load(artifact, threads=threads)
     ref = reference_run
     if ref is None:  # a checkpoint reference resizes as the artifact does: both sides see the same pixels
-        reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit)
+        reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit, **(checkpoint or {}))
         ref = predict_side(reference, images, coco, ids, "reference", threads, predictor=reference_predictor)
     art = predict_side(artifact, images, coco, ids, "artifact", threads, predictor=artifact_predictor)
     report = parity.check_parity(ref.detections, art.detections, tolerances, ref_ap=ref.ap, test_ap=art.ap)

@@ -72,16 +72,15 @@ def _make_data(s: DemoSettings) -> Path:
 
 
 def _train(s: DemoSettings, data: Path) -> Path:
-    from maskrcnn_deploy.runtime.cli import build_parser, cmd_train
+    from maskrcnn_deploy.model.train_coco import CocoTraining, train_on_coco
 
     checkpoint = s.out / "model" / "model_final.pt"
     if checkpoint.exists():
         _say(f"reusing trained model {checkpoint}")
         return checkpoint
     _say(f"training ResNet-18-FPN for at most {s.time_limit_s:.0f} s (resumes from OUT/model/last.pt)")
-    cmd_train(build_parser().parse_args(["train", "--data", str(data), "--out", str(checkpoint.parent),
-                                         "--iterations", str(s.iterations), "--time-limit", str(s.time_limit_s)]))
-    return checkpoint
+    return train_on_coco(CocoTraining(data=data, out=checkpoint.parent, iterations=s.iterations,
+                                      time_limit_s=s.time_limit_s))
 
 
 def _made_once(path: Path, make: Callable[[], object], message: str | None = None) -> Path:
@@ -104,13 +103,12 @@ def _export(checkpoint: Path, path: Path, roi_align: str) -> Path:
 
 
 def _fp16(s: DemoSettings, onnx_path: Path, data: Path) -> Path:
-    from maskrcnn_deploy.calibration.cli import cmd_convert
-    from maskrcnn_deploy.runtime.cli import build_parser
+    from maskrcnn_deploy.calibration.convert import convert_fp16_file
 
     out = onnx_path.with_name("model.fp16.onnx")
-    return _made_once(out, lambda: cmd_convert(build_parser().parse_args(
-        ["convert", "--fp16", str(onnx_path), "-o", str(out), "--data", str(data / "train.json"),
-         "--num-images", str(s.calibration_images)])))
+    return _made_once(out, lambda: convert_fp16_file(onnx_path, out, data=data / "train.json",
+                                                     num_images=s.calibration_images),
+                      f"converting {out} (float16 where the calibration ranges allow)")
 
 
 def _int8(s: DemoSettings, onnx_path: Path, data: Path) -> Path:

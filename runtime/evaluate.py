@@ -1,67 +1,60 @@
-"""Inference over images and datasets: detections with binary masks, resumable COCO evaluation.
+"""COCO evaluation of models through the predictor interface (runtime/predictor.py).
 
-A detection dict (numpy, original image coordinates) is what every backend returns:
-    boxes  [D,4] float32 xyxy pixels     scores [D] float32
-    labels [D]   int64 contiguous 1..K   masks  [D,H,W] bool (probability >= mask_threshold)
+    evaluate_predictor(load("model.pt"), CocoDetectionDataset("data/val.json"))   # `maskrcnn-deploy eval`
+    calibrate_int8(options, evaluate=graph_evaluator(threads))                   # the INT8 AP budget
+
+Any predictor is evaluated the same way (a checkpoint runs as the original eager model, `EagerPredictor`;
+an .onnx or a TensorRT engine as itself), and every AP comes from model/evaluation.py.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+import onnx
 
 from maskrcnn_deploy.common.files import Journal, file_digest, inputs_key
 from maskrcnn_deploy.common.progress import Progress
+from maskrcnn_deploy.model.evaluation import coco_ap, detections_to_coco_results, evaluate_coco
+from maskrcnn_deploy.runtime.predictor import Predictor
+
+if TYPE_CHECKING:
+    from maskrcnn_deploy.calibration.budget import EvalSet, Evaluate
+
+__all__ = ["category_ids_of", "evaluation_journal", "evaluate_predictor", "graph_ap", "graph_evaluator"]
 
 
-@torch.inference_mode()
-def predict_images(model: torch.nn.Module, images: Sequence[torch.Tensor], mask_threshold: float = 0.5,
-                   batch_size: int = 2) -> list[dict[str, np.ndarray]]:
-    """Run `model` (eval mode) on float [3,H,W] images in 0-1; one detection dict per image."""
-    model.eval()
-    results: list[dict[str, np.ndarray]] = []
-    for start in range(0, len(images), batch_size):
-        outputs = model(list(images[start:start + batch_size]))
-        for out in outputs:
-            masks = out["masks"]
-            if masks.dim() == 4:  # [D,1,H,W] probabilities of the predicted class
-                masks = masks[:, 0]
-            results.append({
-                "boxes": out["boxes"].float().numpy(),
-                "scores": out["scores"].float().numpy(),
-                "labels": out["labels"].numpy().astype(np.int64),
-                "masks": (masks >= mask_threshold).numpy(),
-            })
-    return results
+def category_ids_of(predictor: Predictor) -> list[int]:
+    """Contiguous label -> COCO category id of a predictor's model (identity when the model records none)."""
+    return predictor.category_ids or list(range(predictor.config.num_classes))
 
 
-def evaluation_journal(path: str | Path, checkpoint: str | Path, dataset, batch_size: int, max_images: int | None,
+def evaluation_journal(path: str | Path, model_path: str | Path, dataset, batch_size: int, max_images: int | None,
                        mask_threshold: float = 0.5, resume: bool = True) -> Journal:
-    """The journal `evaluate_model` records each image's COCO results in, keyed by the checkpoint's
+    """The journal `evaluate_predictor` records each image's COCO results in, keyed by the model file's
     bytes, the annotations' bytes, every image file (name, size, modification time) and the settings:
     a rerun of the same evaluation resumes from it, any other starts afresh."""
     images = [dataset.image_path(i) for i in range(len(dataset))]
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else (p.name, None) for p in images]
-    key = inputs_key("eval", file_digest(checkpoint), file_digest(dataset.ann_file), stats, batch_size,
+    key = inputs_key("eval", file_digest(model_path), file_digest(dataset.ann_file), stats, batch_size,
                      max_images, mask_threshold)
     return Journal(path, key, "eval: COCO results per image", resume=resume)
 
 
-def evaluate_model(model: torch.nn.Module, dataset, batch_size: int = 2, mask_threshold: float = 0.5,
-                   max_images: int | None = None, show_progress: bool = True, journal: Journal | None = None) -> dict:
-    """COCO bbox and segm AP of `model` on a `CocoDetectionDataset` (pycocotools).
+def evaluate_predictor(predictor: Predictor, dataset, batch_size: int = 2, mask_threshold: float = 0.5,
+                       max_images: int | None = None, show_progress: bool = True,
+                       journal: Journal | None = None) -> dict:
+    """COCO bbox and segm AP of `predictor` on a `CocoDetectionDataset` (labels mapped by the dataset's
+    category_ids).
 
     Returns `{"bbox": {"AP": ..., ...}, "segm": {...}, "num_images": n, "num_detections": d}`.
     journal: each image's COCO results are recorded there as its batch finishes, and batches whose
     images it already holds are skipped; batches are the same as an uninterrupted run's, so a
     resumed evaluation gives exactly the same metrics. The caller removes it after using the result.
     """
-    from maskrcnn_deploy.model.evaluation import detections_to_coco_results, evaluate_coco
-
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     image_ids = [int(dataset.image_ids[i]) for i in range(n)]
     results_of = journal.entries if journal is not None else {}  # str(image id) -> COCO results
@@ -73,8 +66,8 @@ def evaluate_model(model: torch.nn.Module, dataset, batch_size: int = 2, mask_th
         batch_ids = image_ids[start:start + batch_size]
         if all(str(i) in results_of for i in batch_ids):
             continue
-        items = [dataset[i] for i in range(start, start + len(batch_ids))]
-        dets = predict_images(model, [img for img, _ in items], mask_threshold, batch_size)
+        images = [dataset[i][0] for i in range(start, start + len(batch_ids))]  # float [3,H,W] in 0-1
+        dets = predictor.predict(images, batch_size=batch_size, mask_threshold=mask_threshold)
         for image_id, det in zip(batch_ids, dets):
             results = detections_to_coco_results(image_id, det, dataset.category_ids)
             if journal is not None:
@@ -88,3 +81,23 @@ def evaluate_model(model: torch.nn.Module, dataset, batch_size: int = 2, mask_th
     metrics["num_images"] = n
     metrics["num_detections"] = len(results)
     return metrics
+
+
+def graph_ap(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None) -> dict[str, float]:
+    """{"bbox": AP points, "segm": AP points} (AP x 100) of a deploy graph in ONNX Runtime on `evalset`."""
+    from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
+
+    with tempfile.TemporaryDirectory(prefix="mrd_eval_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(model, str(path))
+        predictor = OnnxPredictor(path, threads)
+        # one image per call: run_session holds a Ctrl-C until the graph returns
+        detections = [predictor.predict([image])[0] for image in evalset.images]
+    metrics = coco_ap(evalset.coco, evalset.image_ids, detections, category_ids_of(predictor))
+    return {kind: 100.0 * metrics[kind]["AP"] for kind in ("bbox", "segm")}
+
+
+def graph_evaluator(threads: int | None = None) -> Evaluate:
+    """The evaluator the INT8 AP budget takes (calibration/budget.py `Evaluate`): `graph_ap` with ONNX
+    Runtime's intra-op `threads`."""
+    return lambda model, evalset: graph_ap(model, evalset, threads)

@@ -29,12 +29,12 @@ import torch
 from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.common.errors import BadInputError
-from maskrcnn_deploy.export.preprocess import preprocess_images
+from maskrcnn_deploy.export.preprocess import check_roi_scale, preprocess_images
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.fit import Fit
 from maskrcnn_deploy.model.transform import paste_masks_in_image, resize_boxes
 
-__all__ = ["Predictor", "PredictorError", "postprocess", "STAGES"]
+__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_tensor", "STAGES"]
 
 # the parts of one predict call that `predict(..., timings=)` times (runtime/bench.py reports them)
 STAGES = ("preprocess", "inference", "postprocess")
@@ -49,7 +49,7 @@ class PredictorError(BadInputError, ValueError):
     """A model file or an input the predictor cannot use; the message is one line."""
 
 
-def _as_tensor(image) -> torch.Tensor:
+def as_image_tensor(image) -> torch.Tensor:
     """Path, uint8 HxWx3 array or float [3,H,W] tensor in 0-1 -> float32 [3,H,W]."""
     if isinstance(image, (str, Path)):
         from maskrcnn_deploy.model.data.coco import load_image
@@ -64,7 +64,7 @@ def _as_tensor(image) -> torch.Tensor:
     return image.float()
 
 
-def postprocess(raw: dict[str, np.ndarray], sizes: torch.Tensor, original_sizes: list[tuple[int, int]],
+def detections_from_raw(raw: dict[str, np.ndarray], sizes: torch.Tensor, original_sizes: list[tuple[int, int]],
                 mask_threshold: float = 0.5, min_score: float | None = None) -> list[dict]:
     """Batch raw outputs -> one detection dict per image (see the module docstring).
 
@@ -96,6 +96,7 @@ class Predictor:
     """Common driver: subclasses provide `run_raw(batch, sizes) -> {output name: numpy [B,...]}`."""
 
     backend = "base"
+    runs_deploy_graph = True  # the fixed-shape graph (export/deploy_model.py); False: the eager model
 
     def __init__(self, config: MaskRCNNConfig, input_size: tuple[int, int] | None, batch_size: int | None,
                  class_names: list[str] | None, category_ids: list[int] | None, fit: Fit | None = None):
@@ -106,6 +107,8 @@ class Predictor:
     def prepare(self, chunk: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded images -> (model input, resized sizes [B,2] float): resize, pad, top up a static batch."""
         batch, sizes = preprocess_images(chunk, self.config, self.input_size, self.fit)
+        if self.runs_deploy_graph:
+            check_roi_scale(sizes, tuple(batch.shape[-2:]), self.config.size_divisible)
         if self.fixed_batch and len(chunk) < self.fixed_batch:  # a static batch: pad with copies
             extra = self.fixed_batch - len(chunk)
             batch = torch.cat([batch, batch[-1:].expand(extra, -1, -1, -1)])
@@ -118,7 +121,7 @@ class Predictor:
     def predict(self, images: Sequence, batch_size: int = 1, mask_threshold: float = 0.5,
                 timings: dict[str, float] | None = None, min_score: float | None = None) -> list[dict]:
         """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors); with
-        `min_score`, only those scoring at least that (their masks alone are pasted, see postprocess).
+        `min_score`, only those scoring at least that (their masks alone are pasted, see detections_from_raw).
 
         timings: when given, the wall seconds of each of STAGES are added to it (missing keys start at 0):
         preprocess (image to tensor, which decodes paths, resize, padding, static-batch padding),
@@ -129,13 +132,13 @@ class Predictor:
         results = []
         for start in range(0, len(images), step):
             t0 = time.perf_counter()
-            chunk = [_as_tensor(im) for im in images[start:start + step]]
+            chunk = [as_image_tensor(im) for im in images[start:start + step]]
             originals = [(int(c.shape[-2]), int(c.shape[-1])) for c in chunk]
             batch, sizes = self.prepare(chunk)
             t1 = time.perf_counter()
             raw = self.run_raw(batch, sizes)
             t2 = time.perf_counter()
-            results.extend(postprocess(raw, sizes, originals, mask_threshold, min_score))
+            results.extend(detections_from_raw(raw, sizes, originals, mask_threshold, min_score))
             if timings is not None:
                 for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
                     timings[stage] = timings.get(stage, 0.0) + seconds

@@ -17,12 +17,13 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from maskrcnn_deploy.calibration.budget import EvalSet, evaluate_model, search_budget
-from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
+from maskrcnn_deploy.calibration.budget import EvalSet, search_budget
+from maskrcnn_deploy.calibration.data import CalibrationBatches
+from maskrcnn_deploy.calibration.deploy_graph import load_float_graph
 from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, entropy_threshold
 from maskrcnn_deploy.calibration.regions import FLOAT_LOGIT_LAYERS, PrecisionError, Region, find_region
-from maskrcnn_deploy.calibration.trt_cache import read_calibration_cache, trt_version_number, write_calibration_cache
+from maskrcnn_deploy.calibration.trt_cache import calibration_cache_text, read_calibration_cache, trt_version_number
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.model.checkpoint import save_checkpoint
 from maskrcnn_deploy.model.config import resnet18_fpn
@@ -30,6 +31,7 @@ from maskrcnn_deploy.model.data.coco import ImageLoadError
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import load
 from maskrcnn_deploy.runtime.cli import main
+from maskrcnn_deploy.runtime.evaluate import graph_ap
 
 from seeded_models import pseudo_ground_truth, seeded_model
 
@@ -139,7 +141,7 @@ def test_unknown_method_and_bad_percentile():
 def test_cache_round_trip_and_format(tmp_path):
     written = {"images": 2.64 / 127, "relu_3": 12.5 / 127, "/fpn/Add_output_0": 0.0}
     path = tmp_path / "m.cache"
-    write_calibration_cache(path, written, "10.3.0")
+    path.write_text(calibration_cache_text(written, "10.3.0"))  # as calibrate_int8 writes it
     lines = path.read_text().splitlines()
     assert lines[0] == "TRT-100300-EntropyCalibration2"
     assert lines[1] == "images: " + struct.pack(">f", 2.64 / 127).hex() == "images: 3caa4a57"
@@ -148,7 +150,7 @@ def test_cache_round_trip_and_format(tmp_path):
     assert scales["images"] == np.float32(2.64 / 127) and scales["relu_3"] == np.float32(12.5 / 127)
     assert scales["/fpn/Add_output_0"] == 0.0 and lines[3] == "/fpn/Add_output_0: 00000000"
     with pytest.raises(PrecisionError, match="invalid scale"):
-        write_calibration_cache(path, {"x": float("nan")})
+        calibration_cache_text({"x": float("nan")})
     assert trt_version_number("10.14.1") == 101401
     with pytest.raises(PrecisionError, match="MAJOR >= 10"):
         trt_version_number("8.6.1")
@@ -172,7 +174,7 @@ def test_budget_search_returns_the_most_sensitive_groups_until_the_budget_holds(
 
     monkeypatch.setattr("maskrcnn_deploy.calibration.budget.quantize_qdq", lambda model, amax, nodes: set(nodes))
 
-    def evaluate(nodes, evalset, threads):
+    def evaluate(nodes, evalset):
         if isinstance(nodes, onnx.ModelProto):
             return {"segm": 50.0, "bbox": 60.0}
         return {"segm": 50.0 - sum(cost[n] for n in nodes), "bbox": 60.0}
@@ -268,7 +270,7 @@ def test_budget_search_ships_the_graph_it_measured(flow):
             assert rows[node]["precision"] == "int8"
     assert any(row["precision"] == "fp16" for row in rows.values())
     shipped = onnx.load(str(flow["budget"]))
-    assert evaluate_model(shipped, EvalSet.from_data(flow["gt"], 4), threads=2) == budget["final"]
+    assert graph_ap(shipped, EvalSet.from_data(flow["gt"], 4), threads=2) == budget["final"]
     # float16 groups inside keep the float graph's tensor names, and the cache has every INT8 tensor's scale
     float_graph = load_float_graph(flow["fp32"]).model
     names = {t for n in float_graph.graph.node for t in n.output}

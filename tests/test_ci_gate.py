@@ -26,11 +26,12 @@ import numpy as np
 import pytest
 import torch
 
+from maskrcnn_deploy.common.errors import BackendUnavailableError
 from maskrcnn_deploy.export.graph_io import METADATA_KEY
 from maskrcnn_deploy.model.checkpoint import save_checkpoint
 from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
-from maskrcnn_deploy.runtime import cli, cli_deploy, exit_codes, parity
+from maskrcnn_deploy.runtime import cli, parity
 from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
     NOT_INSTALLED,
     EngineMetadata,
@@ -40,6 +41,8 @@ from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
     sha256_file,
     write_metadata,
 )
+from maskrcnn_deploy.runtime.cli import check as check_command
+from maskrcnn_deploy.runtime.cli import exit_codes
 
 from seeded_models import seeded_model
 
@@ -134,7 +137,7 @@ def test_exit_codes_are_distinct_and_cli_keeps_its_name():
     assert codes == [0, 1, 2, 3, 4, 130]
     assert cli.EXIT_BAD_INPUT == 2  # imported from runtime.cli by other code
     assert issubclass(TensorRTUnavailableError, TensorRTError)
-    assert issubclass(TensorRTUnavailableError, exit_codes.BackendUnavailableError)
+    assert issubclass(TensorRTUnavailableError, BackendUnavailableError)
 
 
 def test_exit_0_when_parity_passes(checks):
@@ -235,7 +238,7 @@ def test_exit_4_on_a_bug_never_1(monkeypatch, capsys):
     for error in (ZeroDivisionError("division by zero"), RuntimeError("CUDA error: an illegal memory access")):
         def broken(args, error=error):
             raise error
-        monkeypatch.setattr(cli_deploy, "cmd_check", broken)
+        monkeypatch.setattr(check_command, "run", broken)
         assert cli.main(["check", "a.pt", "b.onnx", "--data", "val.json"]) == exit_codes.EXIT_INTERNAL_ERROR
         err = capsys.readouterr().err
         assert "Traceback" in err and str(error) in err and "internal error" in err
@@ -378,7 +381,7 @@ def test_example_workflow_runs_valid_commands_and_uploads_the_reports():
             for step in job["steps"]:
                 for argv in _commands(step.get("run", "")):
                     args = parser.parse_args([_expand(a, env, precision) for a in argv])  # argparse exits 2 on a bad one
-                    if args.func is cli_deploy.cmd_check:
+                    if args.func is check_command.run:
                         checks_seen += 1
                         assert args.tolerance in parity.TOLERANCE_PRESETS, (job_name, args.tolerance)
                         assert args.data.endswith(".json"), "check against COCO json so AP is compared"

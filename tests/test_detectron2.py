@@ -231,3 +231,25 @@ def test_export_refuses_a_detectron2_model_until_the_deploy_graph_has_its_rules(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torchvision's Mask R-CNN rules only" in err[0] and "background_class='last'" in err[0]
     assert not (tmp_path / "d2.onnx").exists()
+
+
+def test_predict_runs_a_detectron2_pkl_with_detectron2s_rules(tmp_path, capsys):
+    """`load(model_final.pkl)` (what `predict`, `eval` and `bench` use) runs Detectron2's own input and
+    output rules on the original image; before, the predictor resized with torchvision's rule and pasted
+    masks torchvision's way, so its detections were not Detectron2's."""
+    from maskrcnn_deploy.runtime import load
+    from maskrcnn_deploy.runtime.cli import main
+
+    path = golden.write_pkl(tmp_path / "model_final.pkl", golden.recipe_weights("R50-FPN"))
+    stem = golden.STEMS[0]
+    det = load(path).predict([golden.DATA / "images" / f"{stem}.png"])[0]
+    ours = {"boxes": torch.from_numpy(det["boxes"]), "scores": torch.from_numpy(det["scores"]),
+            "labels": torch.from_numpy(det["labels"]), "masks": torch.from_numpy(det["masks"][:, None].astype(np.float32))}
+    d = golden.match_detections(golden.predictions("R50-FPN")[f"{stem}.png"], ours)
+    assert d["golden"] > 0 and d["matched"] + d["exempt"] == d["golden"] and d["exempt"] <= 2, d["failed"][:5]
+    assert d["extra"] == 0
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / f"{stem}.png").write_bytes((golden.DATA / "images" / f"{stem}.png").read_bytes())
+    assert main(["predict", str(path), str(images), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / f"{stem}.png").is_file()

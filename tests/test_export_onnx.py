@@ -78,13 +78,11 @@ def exported(checkpoints, tmp_path_factory):
 
 def test_deploy_graph_reproduces_the_eager_model(checkpoints, data):
     """The fixed-shape deploy graph gives MaskRCNN's detections (before any export)."""
-    from maskrcnn_deploy.model.checkpoint import load_checkpoint
     from maskrcnn_deploy.model.data.coco import load_image
-    from maskrcnn_deploy.runtime.evaluate import predict_images
+    from maskrcnn_deploy.runtime.backend.pytorch import EagerPredictor
 
-    model, _, _ = load_checkpoint(checkpoints["r18"])
     images = [load_image(p) for p in data[1][:2]]
-    eager = predict_images(model, images)
+    eager = EagerPredictor(checkpoints["r18"]).predict(images)
     deploy = DeployTorchPredictor(checkpoints["r18"]).predict(images)
     for e, d in zip(eager, deploy):
         assert len(e["scores"]) == len(d["scores"]) > 0
@@ -182,7 +180,7 @@ def test_static_graph_fits_a_tall_image_and_refuses_only_a_thin_one(exported):
     tall = torch.rand(3, 400, 100)  # torchvision's rule: 160 x 40, taller than the 128-high input; fitted: 128 x 32
     assert artifact.fit.resized_size(400, 100) == (128, 32)
     assert artifact.predict([tall])[0]["masks"].shape[1:] == (400, 100)
-    with pytest.raises(PredictorError, match="a 1000x1 image is too thin for this model: it does not fit"):
+    with pytest.raises(ImageFitError, match="a 1000x1 image is too thin for this model: it does not fit"):
         artifact.predict([torch.rand(3, 1, 1000)])
 
 

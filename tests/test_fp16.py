@@ -16,14 +16,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from maskrcnn_deploy.calibration.calibrate import save_checked
-from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
-from maskrcnn_deploy.calibration.fp16 import (
-    FP16_OPS,
-    FP16_SAFE_MAX,
-    convert_fp16,
-    convert_nodes_fp16,
-    write_precision_report,
-)
+from maskrcnn_deploy.calibration.data import CalibrationBatches
+from maskrcnn_deploy.calibration.deploy_graph import load_float_graph
+from maskrcnn_deploy.calibration.fp16 import FP16_OPS, FP16_SAFE_MAX, REPORT_TITLE, convert_fp16, convert_nodes_fp16
+from maskrcnn_deploy.calibration.precision_report import write_precision_report
 from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges
 from maskrcnn_deploy.calibration.regions import PrecisionError, find_region
@@ -53,7 +49,7 @@ def fp16(tmp_path_factory):
     amax = collect_ranges(graph.model, CalibrationBatches.from_data(data["train"], graph), "max", show_progress=False)
     model16, rows = convert_fp16(graph, amax)
     save_checked(model16, root / "r18.fp16.onnx")  # full checker + an ONNX Runtime session on the saved file
-    write_precision_report(rows, root / "r18.fp16.precision.json")
+    write_precision_report(rows, root / "r18.fp16.precision.json", title=REPORT_TITLE)
     return SimpleNamespace(root=root, graph=graph, amax=amax, rows=rows, path=root / "r18.fp16.onnx",
                            model=onnx.shape_inference.infer_shapes(onnx.load(str(root / "r18.fp16.onnx"))),
                            val_images=sorted((root / "data" / "val").glob("*.png")), train=data["train"])

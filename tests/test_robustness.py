@@ -21,22 +21,22 @@ from PIL import Image
 from maskrcnn_deploy.calibration import budget as budget_module
 from maskrcnn_deploy.calibration import ranges as ranges_module
 from maskrcnn_deploy.calibration.budget import search_budget
-from maskrcnn_deploy.calibration.data import CalibrationBatches, load_float_graph
+from maskrcnn_deploy.calibration.data import CalibrationBatches
+from maskrcnn_deploy.calibration.deploy_graph import load_float_graph
 from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
 from maskrcnn_deploy.calibration.regions import Region, find_region
 from maskrcnn_deploy.common.files import Journal, atomic_write_all, write_json
 from maskrcnn_deploy.common.interrupts import deferred_interrupt
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.export.preprocess import preprocess_images
+from maskrcnn_deploy.export.preprocess import ImageFitError, preprocess_images
 from maskrcnn_deploy.model.checkpoint import save_checkpoint
 from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.coco import ImageLoadError, list_images, load_image
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
-from maskrcnn_deploy.runtime import evaluate as inference
+from maskrcnn_deploy.runtime import evaluate as evaluate_module
 from maskrcnn_deploy.runtime import predictor as predictor_module
 from maskrcnn_deploy.runtime.cli import EXIT_BAD_INPUT, main
 from maskrcnn_deploy.runtime.load import load
-from maskrcnn_deploy.runtime.predictor import PredictorError
 from maskrcnn_deploy.runtime.visualize import save_png
 
 from seeded_models import pseudo_ground_truth, seeded_model
@@ -175,7 +175,7 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
     assert np.isfinite(one["boxes"]).all() and np.isfinite(one["scores"]).all()
     assert (one["boxes"] >= 0).all() and (one["boxes"] <= 1).all()
     # an image so thin that resizing leaves no pixel row is refused by name, not a torch traceback
-    with pytest.raises(PredictorError, match=r"a 300x1 image is too thin for this model"):
+    with pytest.raises(ImageFitError, match=r"a 300x1 image is too thin for this model"):
         model.predict([torch.rand(3, 1, 300)])
     # the 6000x4000 one: only the kept detections' masks are pasted at full size
     pasted = []
@@ -307,7 +307,7 @@ def test_budget_search_resumes_from_its_journal(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(budget_module, "quantize_qdq", lambda model, amax, nodes: tuple(sorted(nodes)))
 
-    def evaluate(nodes, evalset, threads):
+    def evaluate(nodes, evalset):
         nodes = () if nodes == "float" else nodes
         return {"segm": 50.0 - sum(cost[n] for n in nodes), "bbox": 60.0 - len(nodes)}
 
@@ -381,9 +381,9 @@ def test_calibrate_resumes_the_sweep_and_keeps_earlier_outputs(tiny, onnx_model,
         return Region({n: g for n, g in region.groups.items() if g.startswith("roi_heads.mask_")})
 
     monkeypatch.setattr(calibrate_module, "find_region", mask_head_only)
-    real_evaluate = budget_module.evaluate_model
+    real_evaluate = evaluate_module.graph_ap  # what the calibrate command's evaluator (graph_evaluator) calls
     complete = _counting(real_evaluate)
-    monkeypatch.setattr(budget_module, "evaluate_model", complete)
+    monkeypatch.setattr(evaluate_module, "graph_ap", complete)
     assert main(command) == 0
     earlier = _files(tmp_path)
     assert sorted(earlier) == ["m.int8.cache", "m.int8.onnx", "m.int8.precision.json", "m.int8.precision.md",
@@ -392,7 +392,7 @@ def test_calibrate_resumes_the_sweep_and_keeps_earlier_outputs(tiny, onnx_model,
     assert complete.calls == 1 + len(groups) + 1 and len(groups) == 5  # baseline, sweep, one search step
 
     k = 3  # the baseline and two groups measured, then Ctrl-C
-    monkeypatch.setattr(budget_module, "evaluate_model", _interrupt_after(k, real_evaluate))
+    monkeypatch.setattr(evaluate_module, "graph_ap", _interrupt_after(k, real_evaluate))
     assert main(command) == EXIT_INTERRUPTED
     journal = tmp_path / "m.int8.onnx.budget-progress.jsonl"
     assert [json.loads(line).get("step") for line in journal.read_text().splitlines()] == \
@@ -402,7 +402,7 @@ def test_calibrate_resumes_the_sweep_and_keeps_earlier_outputs(tiny, onnx_model,
                                 .read_bytes()}  # the earlier outputs untouched, no temporaries
 
     rest = _counting(real_evaluate)
-    monkeypatch.setattr(budget_module, "evaluate_model", rest)
+    monkeypatch.setattr(evaluate_module, "graph_ap", rest)
     feeds = _counting(ranges_module._OneFeed)
     monkeypatch.setattr(ranges_module, "_OneFeed", feeds)
     capsys.readouterr()
@@ -417,7 +417,7 @@ def test_calibrate_resumes_the_sweep_and_keeps_earlier_outputs(tiny, onnx_model,
 
 def test_eval_resumes_per_image_and_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, capsys):
     command = ["eval", str(tiny["checkpoint"]), "--data", str(tiny["gt"]), "--batch-size", "1"]
-    real_predict = inference.predict_images
+    real_predict = predictor_module.Predictor.predict  # eval runs the checkpoint's EagerPredictor, one call a batch
     assert main(command + ["--out", str(tmp_path / "reference.json")]) == 0
     reference = json.loads((tmp_path / "reference.json").read_text())
     assert reference["num_images"] == 4 and reference["segm"]["AP"] > 0.3 and reference["num_detections"] > 0
@@ -425,14 +425,14 @@ def test_eval_resumes_per_image_and_matches_an_uninterrupted_run(tiny, tmp_path,
     out = tmp_path / "metrics.json"
     out.write_text("earlier run\n")
     k = 2
-    monkeypatch.setattr(inference, "predict_images", _interrupt_after(k, real_predict))
+    monkeypatch.setattr(predictor_module.Predictor, "predict", _interrupt_after(k, real_predict))
     assert main(command + ["--out", str(out)]) == EXIT_INTERRUPTED
     journal = tmp_path / "metrics.json.eval-progress.jsonl"
     assert len(journal.read_text().splitlines()) == 1 + k and out.read_text() == "earlier run\n"
     assert sorted(os.listdir(tmp_path)) == ["metrics.json", journal.name, "reference.json"]
 
     rest = _counting(real_predict)
-    monkeypatch.setattr(inference, "predict_images", rest)
+    monkeypatch.setattr(predictor_module.Predictor, "predict", rest)
     capsys.readouterr()
     assert main(command + ["--out", str(out)]) == 0
     assert "resuming: 2 of 4 images already evaluated" in capsys.readouterr().err

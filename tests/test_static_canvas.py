@@ -17,8 +17,10 @@ import pytest
 import torch
 import torchvision
 
+from maskrcnn_deploy.export.deploy_model import torchvision_roi_scale
 from maskrcnn_deploy.export.graph_io import METADATA_KEY
 from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+from maskrcnn_deploy.export.preprocess import ImageFitError
 from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict, save_checkpoint
 from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
 from maskrcnn_deploy.model.data.coco import load_image
@@ -27,7 +29,6 @@ from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.backend.pytorch import DeployTorchPredictor, EagerPredictor
 from maskrcnn_deploy.runtime.check import run_check
-from maskrcnn_deploy.runtime.predictor import PredictorError
 
 from photos import MIXED_PHOTOS, scene, write_mixed_photos, write_rotated_jpeg
 from seeded_models import make_masks_confident, seeded_model
@@ -112,7 +113,7 @@ def test_portrait_fits_and_only_a_thin_image_is_refused(graphs, photos):
     assert graph.fit == Fit(128, 192, (128, 192)) and graph.fit.resized_size(300, 200) == (128, 85)
     det = graph.predict([portrait])[0]
     assert det["masks"].shape[1:] == (300, 200) and len(det["scores"]) > 0
-    with pytest.raises(PredictorError, match=r"a 2000x1 image is too thin for this model: it does not fit"):
+    with pytest.raises(ImageFitError, match=r"a 2000x1 image is too thin for this model: it does not fit"):
         graph.predict([torch.rand(3, 1, 2000)])
 
 
@@ -145,3 +146,30 @@ def test_exif_orientation_is_applied(tmp_path):
     pixels = image.permute(1, 2, 0).numpy() * 255
     assert np.abs(pixels - upright).mean() < 10          # JPEG noise only
     assert np.abs(pixels[::-1, ::-1] - upright).mean() > 20  # the wrong way round is far off
+
+
+def test_torchvision_magnifies_the_rois_of_short_images():
+    """torchvision's MultiScaleRoIAlign infers each level's scale from the image height, so an image padded
+    to over sqrt(2) times its height is pooled at 2x (or 4x) the level's scale (export/deploy_model.py)."""
+    heights = torch.tensor([42.0, 45.0, 46.0, 51.0, 64.0, 10.0, 67.0, 68.0])
+    extent = torch.ceil(heights / 32) * 32
+    sizes = torch.stack([heights, torch.full_like(heights, 192.0)], dim=1)
+    got = torchvision_roi_scale(torch.stack([extent, torch.full_like(extent, 192.0)], dim=1), sizes)
+    assert got.tolist() == [2.0, 2.0, 1.0, 1.0, 1.0, 4.0, 2.0, 1.0]
+
+
+def test_a_short_panorama_keeps_parity_on_a_dynamic_canvas_and_is_refused_by_a_larger_one(r50):
+    """Found on the trained demo model: 3:1 panoramas resized to 42 px high (scale 2 in torchvision's
+    RoIAlign) got other detections from every deploy graph (100 vs 18 per image, top score 0.17 vs 0.54).
+    The graph now magnifies the rois as torchvision does: exact where the image's padded extent is the
+    canvas; a larger canvas would read its padding where torchvision reads zeros, so it refuses the image."""
+    image = torch.from_numpy(scene(100, 450, seed=3)).permute(2, 0, 1).float() / 255  # resized to 42x192
+    eager, dynamic = EagerPredictor(r50), DeployTorchPredictor(r50, input_size=None)
+    ref, got = eager.predict([image])[0], dynamic.predict([image])[0]
+    assert ref["masks"].shape[1:] == (100, 450) and len(ref["scores"]) >= 5
+    assert len(got["scores"]) == len(ref["scores"])
+    np.testing.assert_allclose(got["scores"], ref["scores"], atol=1e-4)
+    np.testing.assert_allclose(got["boxes"], ref["boxes"], atol=1e-2)
+    static = DeployTorchPredictor(r50, input_size=(128, 192))
+    with pytest.raises(ImageFitError, match=r"resized to 42x192 px is too short for this graph's 128x192 input"):
+        static.predict([image])

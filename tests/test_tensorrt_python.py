@@ -53,7 +53,7 @@ from maskrcnn_deploy.runtime.load import load
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_MODULES = [f"maskrcnn_deploy.runtime.backend.tensorrt.{m}" for m in ("environment", "build_plan", "engine_builder",
-                                                                      "predictor")] + ["maskrcnn_deploy.runtime.cli_tensorrt"]
+                                                                      "predictor")] + ["maskrcnn_deploy.runtime.cli.build"]
 
 try:
     import tensorrt as _trt
@@ -366,10 +366,10 @@ def test_plan_tensorrt_10(tmp_path):
         plan_build(_info(), BuildOptions(precision="int8"), "10.13.0.35")
     with pytest.raises(TensorRTError, match="Q/DQ nodes"):
         plan_build(_info("int8"), BuildOptions(strongly_typed=False), "10.13.0.35")
-    from maskrcnn_deploy.calibration.trt_cache import write_calibration_cache
+    from maskrcnn_deploy.calibration.trt_cache import calibration_cache_text
 
     cache = tmp_path / "model.int8.cache"
-    write_calibration_cache(cache, {"images": 0.01}, trt_version="10.13.0", algorithm="MinMaxCalibration")
+    cache.write_text(calibration_cache_text({"images": 0.01}, trt_version="10.13.0", algorithm="MinMaxCalibration"))
     plan = plan_build(_info(), BuildOptions(precision="int8", calibration_cache=cache), "10.13.0.35")
     assert (plan.int8_flag, plan.fp16_flag, plan.calibrator) == (True, True, "MinMaxCalibration")
     with pytest.raises(TensorRTError, match="needs --precision int8"):
@@ -377,20 +377,20 @@ def test_plan_tensorrt_10(tmp_path):
 
 
 def test_calibration_cache_header_must_fit(tmp_path):
-    from maskrcnn_deploy.calibration.trt_cache import write_calibration_cache
+    from maskrcnn_deploy.calibration.trt_cache import calibration_cache_text
 
     cache = tmp_path / "c.cache"
-    write_calibration_cache(cache, {"images": 0.01}, trt_version="10.3.0")
+    cache.write_text(calibration_cache_text({"images": 0.01}, trt_version="10.3.0"))
     assert check_calibration_cache(cache, "10.3.0.26") == "EntropyCalibration2"
     with pytest.raises(TensorRTError, match="written for TensorRT version number 100300.*--trt-version 10.13.0"):
         check_calibration_cache(cache, "10.13.0.35")
-    write_calibration_cache(cache, {"images": 0.01}, trt_version="10.3.0", algorithm="LegacyCalibration")
+    cache.write_text(calibration_cache_text({"images": 0.01}, trt_version="10.3.0", algorithm="LegacyCalibration"))
     with pytest.raises(TensorRTError, match="LegacyCalibration"):
         check_calibration_cache(cache, "10.3.0.26")
 
 
 def test_precision_report(tmp_path):
-    from maskrcnn_deploy.calibration.fp16 import NodePrecision, write_precision_report
+    from maskrcnn_deploy.calibration.precision_report import NodePrecision, write_precision_report
 
     report = tmp_path / "m.precision.json"
     write_precision_report([NodePrecision("/conv", "Conv", "backbone", "fp16", "", 3.0),

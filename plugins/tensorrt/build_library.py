@@ -31,12 +31,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.plugins.build_native import find_nvcc
 
 __all__ = ["PluginBuild", "PluginBuildError", "build_plugin", "build_plugin_library", "default_plugin_library",
            "harness_path", "header_tensorrt_major", "installed_tensorrt_version", "plugin_tensorrt_major",
            "tensorrt_include_dir", "DEFAULT_CUDA_ARCHS", "LIBRARY_NAME"]
-from maskrcnn_deploy.common.errors import BadInputError
 
 SOURCE_DIR = Path(__file__).resolve().parent  # this folder: the plugin's C++ sources and CMakeLists.txt
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,14 +7,16 @@ tests and benchmarks of the deploy rewrite itself.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.model.checkpoint import load_checkpoint
 from maskrcnn_deploy.model.fit import Fit
-from maskrcnn_deploy.runtime.predictor import Predictor
+from maskrcnn_deploy.runtime.predictor import STAGES, Predictor, as_image_tensor
 
 __all__ = ["EagerPredictor", "DeployTorchPredictor"]
 
@@ -25,12 +27,34 @@ class EagerPredictor(Predictor):
     artifact does (`check` passes the artifact's); default: the checkpoint's own test size."""
 
     backend = "pytorch"
+    runs_deploy_graph = False
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", fit: Fit | None = None):
-        model, config, extra = load_checkpoint(checkpoint, map_location=device)
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", fit: Fit | None = None,
+                 source: str | None = None, bn_eps: float | None = None):
+        model, config, extra = load_checkpoint(checkpoint, map_location=device, source=source, bn_eps=bn_eps)
         super().__init__(config, None, None, extra.get("class_names"), extra.get("category_ids"), fit)
         self.model = model.to(device).eval()
         self.device = device
+
+    def predict(self, images, batch_size: int = 1, mask_threshold: float = 0.5,
+                timings: dict[str, float] | None = None, min_score: float | None = None) -> list[dict]:
+        """As `Predictor.predict`; a Detectron2 model runs its own input and output rules (BGR 0-255, PIL
+        resize, its mask pasting: model/detectron2_transform.py) on the original images instead."""
+        if self.config.transform_rule != "detectron2":
+            return super().predict(images, batch_size, mask_threshold, timings, min_score)
+        results = []
+        for image in images:
+            t0 = time.perf_counter()
+            tensor = as_image_tensor(image).to(self.device)
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                (out,) = self.model([tensor])  # boxes in original pixels, masks [D,1,H,W] pasted probabilities
+            t2 = time.perf_counter()
+            results.append(_detection_dict(out, mask_threshold, min_score))
+            if timings is not None:
+                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+                    timings[stage] = timings.get(stage, 0.0) + seconds
+        return results
 
     @torch.inference_mode()
     def run_raw(self, batch, sizes):
@@ -48,6 +72,17 @@ class EagerPredictor(Predictor):
             raw["labels"][i, :d], raw["masks"][i, :d] = out["labels"].cpu().numpy(), out["masks"][:, 0].cpu().numpy()
             raw["num_detections"][i] = d
         return raw
+
+
+def _detection_dict(out: dict, mask_threshold: float, min_score: float | None) -> dict:
+    """The eager model's output for one image (original pixels) -> a predictor's detection dict (no raw rows)."""
+    keep = np.arange(len(out["scores"])) if min_score is None else \
+        np.flatnonzero(out["scores"].cpu().numpy() >= min_score)
+    masks = (out["masks"][keep, 0] >= mask_threshold).cpu().numpy()
+    return {"boxes": out["boxes"][keep].cpu().numpy().astype(np.float32),
+            "scores": out["scores"][keep].cpu().numpy().astype(np.float32),
+            "labels": out["labels"][keep].cpu().numpy().astype(np.int64), "masks": masks,
+            "rles": [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks], "raw": None}
 
 
 class DeployTorchPredictor(Predictor):

@@ -13,7 +13,6 @@ Pure Python (onnx only), so every refusal of a bad combination is testable witho
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,23 +164,15 @@ def resolve_profile(inputs: dict[str, list[int]], mins: dict[str, Shape], opts: 
 
 
 def read_precision_report(path: str | Path) -> dict[str, str]:
-    """ONNX node -> fp32|fp16|int8 from a `calibrate` / `convert --fp16` precision report (.precision.json)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TensorRTError(f"precision report not found: {path} (`maskrcnn-deploy calibrate` and `convert --fp16` "
-                            "write MODEL.precision.json)")
+    """ONNX node -> fp32|fp16|int8 from a `calibrate` / `convert --fp16` precision report (.precision.json),
+    read by calibration/precision_report.py; its one-line errors are raised as TensorRTError."""
+    from maskrcnn_deploy.calibration.precision_report import read_precision_report as read_report
+    from maskrcnn_deploy.calibration.regions import PrecisionError
+
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TensorRTError(f"{path} is not readable JSON ({type(exc).__name__})") from None
-    if not isinstance(raw, dict) or raw.get("schema") != "maskrcnn_deploy.precision/1":
-        raise TensorRTError(f"{path} is not a maskrcnn-deploy precision report (schema maskrcnn_deploy.precision/1)")
-    layers: dict[str, str] = {}
-    for row in raw.get("layers", []):
-        if not isinstance(row, dict) or row.get("precision") not in PRECISIONS or not row.get("node"):
-            raise TensorRTError(f"{path}: every layer row needs a node and a precision in {PRECISIONS}, got {row!r}")
-        layers[str(row["node"])] = str(row["precision"])
-    return layers
+        return read_report(path)
+    except PrecisionError as exc:
+        raise TensorRTError(str(exc)) from None
 
 
 def check_calibration_cache(path: str | Path, tensorrt_version: str) -> str:

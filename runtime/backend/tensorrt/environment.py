@@ -9,7 +9,7 @@ runs with a different plugin. So `maskrcnn-deploy build` writes `model.engine.js
      "tensorrt_version": "10.13.0.35", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
      "precision": "fp16", "precision_source": "graph" | "builder flags", "strongly_typed": true, "tf32": false,
      "input_profile": {"images": {"min": [1,3,800,1344], "opt": [...], "max": [...]}, ...},
-     "plugin_library": "/abs/libmaskrcnn_deploy_trt.so", "plugin_sha256": "...",   (null: no custom node)
+     "plugin_library": "/abs/libmaskrcnn_deploy_trt_plugin.so", "plugin_sha256": "...",   (null: no custom node)
      "onnx_path": "...", "onnx_sha256": "...", "engine_sha256": "...", "engine_bytes": 123,
      "package_version": "0.1.0", "build_time_utc": "2026-...Z", "build_seconds": 41.2,
      "builder": {...the options used...}, "onnx_metadata": {"maskrcnn_deploy": "<config json>"}}
@@ -26,14 +26,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from maskrcnn_deploy.common.errors import BackendUnavailableError
+from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
 from maskrcnn_deploy.common.files import file_digest, write_json
 
 __all__ = ["TensorRTError", "TensorRTUnavailableError", "EngineMetadata", "RuntimeEnvironment", "SCHEMA",
            "metadata_path", "sha256_file", "write_metadata", "read_metadata", "verify_engine_file",
            "check_compatibility", "check_plugin", "check_plugin_major", "is_real_tensorrt", "require_tensorrt",
            "require_cuda", "trt_major", "package_version", "rebuild_hint", "NOT_INSTALLED"]
-from maskrcnn_deploy.common.errors import BadInputError
 
 SCHEMA = "maskrcnn_deploy.engine/1"
 NOT_INSTALLED = ("TensorRT is not installed (pip install tensorrt, or NVIDIA's TensorRT packages, on a machine with "
@@ -46,7 +45,7 @@ class TensorRTError(BadInputError, RuntimeError):
 
 class TensorRTUnavailableError(TensorRTError, BackendUnavailableError):
     """This machine cannot run TensorRT at all: TensorRT missing or too old, no CUDA GPU, or the plugin
-    library an engine needs not built here (`maskrcnn-deploy` exits 3, runtime/exit_codes.py)."""
+    library an engine needs not built here (`maskrcnn-deploy` exits 3, runtime/cli/exit_codes.py)."""
 
 
 @dataclass

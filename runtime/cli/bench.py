@@ -1,4 +1,4 @@
-"""The `maskrcnn-deploy bench` subcommand (a thin layer over runtime/bench.py):
+"""`maskrcnn-deploy bench`: speed of artifacts side by side (runtime/bench.py):
 
     maskrcnn-deploy bench runs/r18/model_final.pt out/r18.onnx out/r18.engine --data data/synth/val.json \\
         [--max-images 20] [--warmup 3] [--iterations 5] [--threads 2] [--batch-size 1] [--out out/bench]
@@ -14,9 +14,10 @@ import argparse
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
+from maskrcnn_deploy.runtime.cli.checkpoint_options import add_checkpoint_options, checkpoint_options
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from maskrcnn_deploy.model.data.coco import images_and_annotations, load_image
@@ -44,7 +45,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:  # the checkpoints, and our RoIAlign op inside ONNX Runtime, run on torch's threads
         torch.set_num_threads(args.threads)
     try:
-        predictors = [load(path, threads=args.threads) for path in args.artifacts]
+        predictors = [load(path, threads=args.threads, **checkpoint_options(args)) for path in args.artifacts]
         for path, predictor in zip(args.artifacts, predictors):
             if predictor.fixed_batch and predictor.fixed_batch != args.batch_size:
                 print(f"note: {path} has a static batch of {predictor.fixed_batch}: a call of {args.batch_size} "
@@ -65,12 +66,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     be = sub.add_parser("bench", help="latency percentiles, throughput and stage times of artifacts side by side")
     be.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
                     help=".pt/.pth checkpoint, .onnx graph or .engine/.plan TensorRT engine; the first is the "
                          "baseline of the speed-up column")
     be.add_argument("--data", required=True, help="COCO json, or a folder of images")
+    add_checkpoint_options(be)
     be.add_argument("--max-images", type=int, default=20)
     be.add_argument("--warmup", type=int, default=3, help="untimed predict calls per artifact")
     be.add_argument("--iterations", "--repeat", type=int, default=5, help="timed passes over the images")
@@ -80,4 +82,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--json", default=None, help="write the report (JSON) here")
     be.add_argument("--plot", default=None, help="write the stacked-bar chart (PNG) here")
     be.add_argument("--out", default=None, help="folder for bench.json and bench.png (unless --json/--plot say)")
-    be.set_defaults(func=cmd_bench)
+    be.set_defaults(func=run)

@@ -1,4 +1,5 @@
-"""The TensorRT subcommand of `maskrcnn-deploy` (a thin layer over runtime/backend/tensorrt/engine_builder.py):
+"""`maskrcnn-deploy build`: a TensorRT engine from an ONNX deploy graph
+(runtime/backend/tensorrt/engine_builder.py):
 
     maskrcnn-deploy build model.onnx -o model.engine [--plugin lib.so] [--timing-cache t.cache]
                           [--min-shape images:1x3x800x800 --opt-shape ... --max-shape ...]
@@ -14,24 +15,7 @@ from __future__ import annotations
 import argparse
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import BuildOptions, parse_shape_specs
-    from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import build_engine
-
-    options = BuildOptions(
-        plugin=args.plugin, strongly_typed=args.strongly_typed, precision=args.precision,
-        calibration_cache=args.calibration_cache, precision_report=args.precision_report,
-        precision_constraints=args.precision_constraints, min_shapes=parse_shape_specs(args.min_shape),
-        opt_shapes=parse_shape_specs(args.opt_shape), max_shapes=parse_shape_specs(args.max_shape),
-        timing_cache=args.timing_cache, workspace_mib=args.workspace_mib, opt_level=args.opt_level,
-        tf32=args.tf32, verbose=args.verbose)
-    meta = build_engine(args.onnx, args.output, options)
-    print(f"engine: {args.output} (TensorRT {meta.tensorrt_version}, {meta.gpu_name}, precision {meta.precision}, "
-          f"TF32 {'allowed' if meta.tf32 else 'off'})")
-    return 0
-
-
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     bu = sub.add_parser("build", help="build a TensorRT engine from an ONNX deploy graph (needs TensorRT and a GPU)")
     bu.add_argument("onnx", help="the .onnx from `export` (float32), `convert --fp16` or `calibrate` (Q/DQ)")
     bu.add_argument("-o", "--output", required=True, help="the .engine to write (metadata goes to OUTPUT.json)")
@@ -62,4 +46,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     help="fp32 engines: allow TF32 math (faster on Ampere and later, 10-bit mantissa products); "
                          "without it an fp32 build clears TensorRT's default TF32 flag")
     bu.add_argument("--verbose", action="store_true", help="TensorRT's INFO log")
-    bu.set_defaults(func=cmd_build)
+    bu.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import BuildOptions, parse_shape_specs
+    from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import build_engine
+
+    options = BuildOptions(
+        plugin=args.plugin, strongly_typed=args.strongly_typed, precision=args.precision,
+        calibration_cache=args.calibration_cache, precision_report=args.precision_report,
+        precision_constraints=args.precision_constraints, min_shapes=parse_shape_specs(args.min_shape),
+        opt_shapes=parse_shape_specs(args.opt_shape), max_shapes=parse_shape_specs(args.max_shape),
+        timing_cache=args.timing_cache, workspace_mib=args.workspace_mib, opt_level=args.opt_level,
+        tf32=args.tf32, verbose=args.verbose)
+    meta = build_engine(args.onnx, args.output, options)
+    print(f"engine: {args.output} (TensorRT {meta.tensorrt_version}, {meta.gpu_name}, precision {meta.precision}, "
+          f"TF32 {'allowed' if meta.tf32 else 'off'})")
+    return 0
