@@ -3,8 +3,6 @@ read a bare `maskrcnn_resnet50_fpn(_v2)` state dict (issue 21: they used to ask 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import pytest
@@ -27,6 +25,9 @@ def photos(tmp_path_factory):
         if p.stem.split("_")[0] not in keep:
             p.unlink()
     return paths[0].parent
+
+
+TOP = 50  # compare the highest scores: a random model's 100-detection cut falls among near-ties
 
 
 def _torchvision_scores(model, photo) -> np.ndarray:
@@ -56,10 +57,10 @@ def test_a_torchvision_v1_file_exports_and_predicts_without_a_config(tmp_path, p
     photo = sorted(photos.iterdir())[0]
     ours = np.sort(load(tmp_path / "m.pth", bn_eps=1e-5).predict([photo])[0]["scores"])
     theirs = _torchvision_scores(tv, photo)
-    assert len(theirs) > 0 and len(ours) == len(theirs)
-    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert len(theirs) >= TOP and len(ours) == len(theirs)
+    np.testing.assert_allclose(ours[-TOP:], theirs[-TOP:], atol=1e-4)
     default = np.sort(load(tmp_path / "m.pth").predict([photo])[0]["scores"])  # eps 0: another model
-    assert len(default) != len(theirs) or np.abs(default - theirs).max() > 1e-3
+    assert np.abs(default[-TOP:] - theirs[-TOP:]).max() > 1e-3
 
 
 def test_a_torchvision_v2_file_is_recognised_with_its_class_count(tmp_path, photos, capsys):
@@ -72,8 +73,8 @@ def test_a_torchvision_v2_file_is_recognised_with_its_class_count(tmp_path, phot
     photo = sorted(photos.iterdir())[0]
     ours = np.sort(predictor.predict([photo])[0]["scores"])
     theirs = _torchvision_scores(tv, photo)
-    assert len(theirs) > 0 and len(ours) == len(theirs)
-    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+    assert len(theirs) >= TOP and len(ours) == len(theirs)
+    np.testing.assert_allclose(ours[-TOP:], theirs[-TOP:], atol=1e-4)
     assert main(["predict", str(tmp_path / "v2.pth"), str(photos), "--out", str(tmp_path / "p2"),
                  "--source", "torchvision-v1"]) == 2  # a forced source that does not fit: one line, exit 2
     err = capsys.readouterr().err.strip().splitlines()
