@@ -34,6 +34,8 @@ def random_rois(k: int, batch: int, height: float, width: float, seed: int = 0) 
     rois[5, 1:] = torch.tensor([0.0, 0.0, width, height])              # the whole image
     rois[6, 1:] = torch.tensor([10.0, 12.0, 10.4, 12.3])               # tiny
     rois[7, 1:] = torch.tensor([width + 5, 0, width + 30, 10])          # right of the image
+    if k > 8:
+        rois[8, 1:] = torch.tensor([width * 0.6, height * 0.6, width * 0.2, height * 0.1])  # inverted on both axes
     return rois
 
 
@@ -221,6 +223,19 @@ def test_negative_area_pools_nothing_like_torchvision():
     ours = multilevel_roi_align(feats, rois, 7, SCALES, 2, False)
     assert torch.equal(ours, _torchvision_pooler(feats, rois, size, 7, 2))
     assert ours[0].abs().sum() == 0 and ours[1].abs().sum() > 0
+
+
+def test_inverted_rois_pool_zeros_in_aligned_adaptive_mode():
+    """Aligned mode keeps an inverted roi's negative size, so the adaptive sample grid was negative: the CPU
+    kernel read past the roi's samples (the process crashed). torchvision pools zeros when both axes are
+    inverted (it refuses one inverted axis: "cannot create std::vector larger than max_size()")."""
+    feats = torch.randn(1, 4, 24, 30, generator=torch.Generator().manual_seed(2))
+    rois = torch.tensor([[0, 80, 80, 40, 20.0], [0, 5, 5, 1, 100], [0, 5, 60, 25, 10], [0, 2, 2, 20, 20]])
+    ours = roi_align(feats, rois, 7, 0.25, 0, True)
+    assert ours[:3].abs().sum() == 0 and ours[3].abs().sum() > 0
+    assert torch.equal(ours[:1], torchvision.ops.roi_align(feats, rois[:1], 7, 0.25, 0, True))
+    levels = multilevel_roi_align([feats, feats[..., ::2, ::2].contiguous()], rois, 7, [0.25, 0.125], 0, True)
+    assert levels[:3].abs().sum() == 0
 
 
 # ----------------------------------------------------------------------------- threads, errors, registration

@@ -61,6 +61,11 @@ MRD_HOST_DEVICE RoiGeometry<A> roi_geometry(A batch_index, A x1, A y1, A x2, A y
   g.bin_w = roi_w / static_cast<A>(pooled_w);
   g.grid_h = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(roi_h / static_cast<A>(pooled_h)));
   g.grid_w = sampling_ratio > 0 ? sampling_ratio : static_cast<int>(ceil(roi_w / static_cast<A>(pooled_w)));
+  // Aligned mode keeps a roi's size as given, so an inverted roi (x2 < x1 or y2 < y1) has a negative
+  // adaptive grid: torchvision's sample loops then run zero times and the bin is 0. Clamping the grid
+  // to 0 samples gives the same 0 (and no sample is read or written past the roi's samples).
+  g.grid_h = g.grid_h > 0 ? g.grid_h : 0;
+  g.grid_w = g.grid_w > 0 ? g.grid_w : 0;
   const int n = g.grid_h * g.grid_w;
   g.count = static_cast<A>(n > 1 ? n : 1);
   return g;
