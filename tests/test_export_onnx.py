@@ -18,6 +18,7 @@ import torchvision
 
 from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN
 from maskrcnn_deploy.export.onnx_export import ExportError, ExportOptions, export_checkpoint, verify_onnx
+from maskrcnn_deploy.export.preprocess import ImageFitError
 from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict, save_checkpoint
 from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
