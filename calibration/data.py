@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from maskrcnn_deploy.calibration.deploy_graph import DeployGraph
 from maskrcnn_deploy.calibration.regions import PrecisionError
 from maskrcnn_deploy.export.preprocess import preprocess_images
-from maskrcnn_deploy.model.data.coco import (
+from maskrcnn_deploy.model.data.images import (
     ImageLoadError,
     images_and_annotations,
-    load_image,
+    load_rgb,
     report_unreadable,
+    to_float_chw,
     unreadable_images,
 )
 
@@ -63,8 +62,8 @@ class CalibrationBatches:
 
     def __iter__(self):
         for start in range(0, len(self.paths), self.batch_size):
-            chunk = [load_image(p) for p in self.paths[start:start + self.batch_size]]
+            chunk = [to_float_chw(load_rgb(p)) for p in self.paths[start:start + self.batch_size]]
             while len(chunk) < self.batch_size:  # the last batch is topped up with copies
                 chunk.append(chunk[-1])
             images, sizes = preprocess_images(chunk, self.graph.config, self.graph.input_size, self.graph.fit)
-            yield {"images": images.numpy().astype(np.float32), "image_sizes": sizes.numpy().astype(np.float32)}
+            yield {"images": images, "image_sizes": sizes}  # float32 [B,3,H,W], [B,2]

@@ -9,7 +9,7 @@ the fix.
 
 from __future__ import annotations
 
-__all__ = ["BadInputError", "BackendUnavailableError", "UsageError"]
+__all__ = ["BadInputError", "BackendUnavailableError", "MissingExtraError", "UsageError"]
 
 
 class BadInputError(Exception):
@@ -27,3 +27,10 @@ class BackendUnavailableError(Exception):
 
 class UsageError(BadInputError):
     """A problem with what the user passed on the command line (an option, a path); exit code 2."""
+
+
+class MissingExtraError(BackendUnavailableError):
+    """A command needs a package of an optional extra that is not installed (PyTorch for `export`,
+    onnxconverter-common for `convert --fp16`); exit code 3. The message names the extra to install, e.g.
+    "`maskrcnn-deploy export` needs PyTorch (module torch): pip install 'maskrcnn-deploy[export]'".
+    Raised by `common.extras.require_extra`."""

@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from maskrcnn_deploy.common.errors import BadInputError
 
@@ -92,6 +91,8 @@ def read_checkpoint_file(path: Path, map_location="cpu"):
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    import torch  # here, not at the top: the CLI's parser reads SOURCES in a torch-free install
+
     torch_err = None
     if zipfile.is_zipfile(path) or path.suffix != ".pkl":
         try:
@@ -134,6 +135,8 @@ def _weights_dict(obj):
 
 
 def _is_weights(d) -> bool:
+    import torch
+
     return isinstance(d, dict) and bool(d) and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in d.values())
 
 
@@ -221,6 +224,8 @@ def map_detectron2_key(key: str) -> str | None:
 
 def detectron2_state_dict(weights: dict) -> dict:
     """{Detectron2 name: array or tensor} -> {project name: float tensor}."""
+    import torch
+
     out = {}
     for key, value in weights.items():
         name = map_detectron2_key(str(key))

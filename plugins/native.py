@@ -2,20 +2,26 @@
 
 `cpu_library()` / `cuda_library()` load the shared libraries built at install time and raise
 `NativeLibraryError` with what to do when they are missing. `levels_struct` and `pool_params`
-build the two argument structs.
+build the two argument structs; `kernel_args` builds the arguments every RoIAlign call starts with
+and `check_shapes` refuses shapes the kernels would read out of bounds with, for every caller (the
+PyTorch op in torch_ops.py, the ONNX Runtime op through `forward_cpu`). Imports numpy, never torch.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sysconfig
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from maskrcnn_deploy.common.errors import BadInputError
 
 __all__ = ["NativeLibraryError", "MAX_LEVELS", "DTYPE_CODES", "MrdLevels", "MrdPoolParams", "cpu_library",
-           "cuda_library", "library_path", "levels_struct", "pool_params", "pointers", "check_status"]
+           "cuda_library", "library_path", "levels_struct", "pool_params", "pointers", "check_status", "check_shapes", "kernel_args", "cpu_threads",
+           "forward_cpu"]
 
 MAX_LEVELS = 8
 DTYPE_CODES = {"float32": 0, "float16": 1, "float64": 2}
@@ -104,7 +110,9 @@ def levels_struct(batch: int, channels: int, sizes: list[tuple[int, int]], spati
 
 
 def pool_params(output_size: tuple[int, int], sampling_ratio: int, aligned: bool, mode: str) -> MrdPoolParams:
-    return MrdPoolParams(output_size[0], output_size[1], sampling_ratio, int(aligned), {"avg": 0, "max": 1}[mode])
+    """mode "avg" | "max"; any other is passed on as -1, which the kernels refuse (MRD_BAD_ARGUMENT)."""
+    return MrdPoolParams(output_size[0], output_size[1], sampling_ratio, int(aligned),
+                         {"avg": 0, "max": 1}.get(mode, -1))
 
 
 def pointers(addresses: list[int]) -> ctypes.Array:
@@ -114,3 +122,61 @@ def pointers(addresses: list[int]) -> ctypes.Array:
         arr[i] = a
     return arr
 
+
+
+def check_shapes(rois_shape: tuple[int, ...], feature_shapes: list[tuple[int, ...]], num_scales: int) -> None:
+    """Raise ValueError for shapes the kernels cannot take: the C side sees pointers, batch and channels of
+    map 0 and (height, width) per map, so rois [K,5] and maps [B,C,H_l,W_l] sharing (B, C) are checked here."""
+    if not 1 <= len(feature_shapes) <= MAX_LEVELS:
+        raise ValueError(f"RoIAlign takes 1 to {MAX_LEVELS} feature maps, got {len(feature_shapes)}")
+    if num_scales != len(feature_shapes):
+        raise ValueError(f"{num_scales} spatial scales for {len(feature_shapes)} feature maps")
+    if len(rois_shape) != 2 or rois_shape[1] != 5:
+        raise ValueError(f"rois must be [K, 5] = (batch_index, x1, y1, x2, y2), got shape {tuple(rois_shape)}")
+    first = tuple(feature_shapes[0][:2])
+    for i, shape in enumerate(feature_shapes):
+        if len(shape) != 4:
+            raise ValueError(f"feature map {i} must be 4-D [B, C, H, W], got shape {tuple(shape)}")
+        if tuple(shape[:2]) != first:
+            raise ValueError(f"feature map {i} has batch/channels {tuple(shape[:2])}, map 0 has {first}")
+
+
+def kernel_args(dtype: str, rois: int, num_rois: int, features: list[int], feature_shapes: list[tuple[int, ...]],
+                output_height: int, output_width: int, spatial_scales: list[float], sampling_ratio: int,
+                aligned: bool, mode: str, canonical_scale: float, canonical_level: int, eps: float) -> tuple:
+    """The arguments every mrd_roi_align_{forward,backward}_{cpu,cuda} call starts with: (dtype code, levels,
+    feature pointers, rois pointer, num_rois, params). rois/features are addresses of contiguous buffers of
+    `dtype` ("float32" ...), feature_shapes their [B,C,H,W] (checked with `check_shapes` first)."""
+    batch, channels = feature_shapes[0][:2]
+    levels = levels_struct(batch, channels, [tuple(s[-2:]) for s in feature_shapes], spatial_scales, canonical_scale,
+                           canonical_level, eps)
+    params = pool_params((output_height, output_width), sampling_ratio, aligned, mode)
+    return DTYPE_CODES[dtype], levels, pointers(features), rois, num_rois, params
+
+
+def cpu_threads() -> int:
+    """Threads for the CPU kernel outside PyTorch: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def forward_cpu(rois: np.ndarray, features: list[np.ndarray], output_height: int, output_width: int,
+                spatial_scales: list[float], sampling_ratio: int, aligned: bool, mode: str, canonical_scale: float,
+                canonical_level: int, eps: float, num_threads: int | None = None) -> np.ndarray:
+    """The CPU kernel on numpy: rois [K,5], features [B,C,H_l,W_l] per level -> float32 [K, C, oh, ow], each roi
+    pooled from its level (torch_ops' multilevel_roi_align without torch). Inputs are read as contiguous
+    float32 (no copy when they are); the kernel checks the parameters and the batch indices."""
+    check_shapes(rois.shape, [f.shape for f in features], len(spatial_scales))
+    rois = np.ascontiguousarray(rois, dtype=np.float32)
+    features = [np.ascontiguousarray(f, dtype=np.float32) for f in features]
+    out = np.empty((rois.shape[0], features[0].shape[1], output_height, output_width), dtype=np.float32)
+    # called with no rois too: the kernel checks the parameters before it reads anything
+    args = kernel_args("float32", rois.ctypes.data, rois.shape[0], [f.ctypes.data for f in features],
+                       [f.shape for f in features], output_height, output_width, spatial_scales, sampling_ratio,
+                       aligned, mode, canonical_scale, canonical_level, eps)
+    lib = cpu_library()
+    status = lib.mrd_roi_align_forward_cpu(*args, out.ctypes.data, num_threads or cpu_threads())
+    check_status(lib, status, "RoIAlign forward")
+    return out

@@ -1,14 +1,18 @@
-"""ONNX Runtime backend for the deploy graph, custom RoIAlign node included.
+"""ONNX Runtime backend for the deploy graph, custom RoIAlign node included; imports no torch.
 
 The custom node `maskrcnn_deploy::MultiLevelRoIAlign` runs our native CPU kernel (plugins/) as an
 onnxruntime-extensions Python op. Why not a native ORT custom-op library: ONNX Runtime's C API
 headers are in no registry package reachable here (the onnxruntime and onnxruntime-extensions
 wheels ship none), so the op is registered through onnxruntime-extensions' PyOp, whose callback
-hands the input buffers (numpy arrays, no copies through Python lists) as zero-copy tensors to the
-PyTorch custom op, i.e. the same C kernel and input checks PyTorch uses. onnxruntime-extensions' own callback returns outputs as Python
+passes the input buffers (numpy arrays, zero-copy pointers) through ctypes to the C kernel
+(plugins/native.py `forward_cpu`: the same entry point, argument structs and kernel as the PyTorch
+op) and returns a numpy output. onnxruntime-extensions' own callback returns outputs as Python
 lists (`tolist()`: 2.3 s for a 1000x256x7x7 result); `_return_arrays` replaces it with one that
 returns the numpy array itself (0.05 s for the same result). Cost per call: one Python round trip
 and one copy of the inputs and of the output (measured in bench/onnx_runtime_speed.py).
+
+onnxruntime-extensions' package `__init__` imports torch when it can (for a Whisper converter we do
+not use); `_import_extensions` hides torch during that import, so a session never loads it.
 
 PyOps read only scalar attributes (int, float, string), so `load_session` re-encodes the node's
 `spatial_scales` float list as a string in the in-memory copy it hands to ONNX Runtime; the file
@@ -17,6 +21,7 @@ on disk, which TensorRT consumes, is unchanged.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,11 +30,10 @@ import onnx
 
 from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
 from maskrcnn_deploy.common.interrupts import deferred_interrupt
+from maskrcnn_deploy.plugins import native
 from maskrcnn_deploy.plugins.op_spec import DOMAIN, OP_TYPE, is_custom_roi_align
 
 __all__ = ["OnnxRuntimeError", "load_session", "run_session", "custom_op_library_path", "providers", "for_pyop"]
-
-
 
 class OnnxRuntimeError(BadInputError, RuntimeError):
     """The ONNX file cannot be loaded or run by ONNX Runtime."""
@@ -57,45 +61,51 @@ def _return_arrays(op_id: int, inputs: list, attributes: dict) -> tuple:
     return (op_id, *flat)
 
 
+def _import_extensions():
+    """onnxruntime_extensions, imported with torch hidden (unless torch is loaded already): its `__init__`
+    tries `import torch` and carries on without it."""
+    if "torch" in sys.modules or "onnxruntime_extensions" in sys.modules:
+        import onnxruntime_extensions
+        return onnxruntime_extensions
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this entry is None
+    try:
+        import onnxruntime_extensions
+    finally:
+        if "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return onnxruntime_extensions
+
+
+def _multilevel_roi_align(rois, p2, p3, p4, p5, **attr) -> np.ndarray:
+    """The PyOp's body: rois [K,5] and P2..P5 [B,C,H_l,W_l] (float32 numpy) -> [K,C,oh,ow] from the C kernel."""
+    scales = [float(s) for s in attr["spatial_scales"].split()]
+    return native.forward_cpu(rois, [p2, p3, p4, p5], attr["output_height"], attr["output_width"], scales,
+                              attr["sampling_ratio"], bool(attr["aligned"]), attr["mode"], attr["canonical_scale"],
+                              attr["canonical_level"], attr["level_eps"])
+
+
 @lru_cache(maxsize=None)
 def _register_pyop() -> None:
     """Define the PyOp once per process (onnxruntime-extensions keeps a global registry)."""
-    from onnxruntime_extensions import PyCustomOpDef, onnx_op
-
-    PyCustomOpDef.install_hooker(_return_arrays)
-
-    import torch
-
-    from maskrcnn_deploy.plugins.torch_ops import multilevel_roi_align_op
-
-    attrs = {"output_height": PyCustomOpDef.dt_int64, "output_width": PyCustomOpDef.dt_int64,
-             "sampling_ratio": PyCustomOpDef.dt_int64, "aligned": PyCustomOpDef.dt_int64,
-             "spatial_scales": PyCustomOpDef.dt_string, "canonical_scale": PyCustomOpDef.dt_float,
-             "canonical_level": PyCustomOpDef.dt_int64, "level_eps": PyCustomOpDef.dt_float,
-             "mode": PyCustomOpDef.dt_string}
-
-    @onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[PyCustomOpDef.dt_float] * 5, outputs=[PyCustomOpDef.dt_float],
-             attrs=attrs)
-    def multilevel_roi_align(rois, p2, p3, p4, p5, **attr):
-        # the PyTorch custom op over zero-copy views: same input checks, same kernel, same threading
-        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-        scales = [float(s) for s in attr["spatial_scales"].split()]
-        pooled = multilevel_roi_align_op(as_tensor(rois), [as_tensor(p) for p in (p2, p3, p4, p5)],
-                                         attr["output_height"], attr["output_width"], scales, attr["sampling_ratio"],
-                                         bool(attr["aligned"]), attr["mode"], attr["canonical_scale"],
-                                         attr["canonical_level"], attr["level_eps"])
-        return pooled.numpy()
+    ext = _import_extensions()
+    ext.PyCustomOpDef.install_hooker(_return_arrays)
+    dt = ext.PyCustomOpDef
+    attrs = {"output_height": dt.dt_int64, "output_width": dt.dt_int64, "sampling_ratio": dt.dt_int64,
+             "aligned": dt.dt_int64, "spatial_scales": dt.dt_string, "canonical_scale": dt.dt_float,
+             "canonical_level": dt.dt_int64, "level_eps": dt.dt_float, "mode": dt.dt_string}
+    ext.onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[dt.dt_float] * 5, outputs=[dt.dt_float],
+                attrs=attrs)(_multilevel_roi_align)
 
 
 def custom_op_library_path() -> str:
     """The onnxruntime-extensions library that hosts our PyOp (register with SessionOptions)."""
     try:
-        from onnxruntime_extensions import get_library_path
+        ext = _import_extensions()
     except ImportError:
         raise OnnxRuntimeExtensionsMissing("this graph has the custom MultiLevelRoIAlign node, which needs "
                                "onnxruntime-extensions: pip install onnxruntime-extensions") from None
     _register_pyop()
-    return get_library_path()
+    return ext.get_library_path()
 
 
 def providers() -> list[str]:

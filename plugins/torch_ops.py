@@ -36,18 +36,9 @@ def _rois_dtype(features_dtype: torch.dtype) -> torch.dtype:
 def _check_inputs(rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
                   spatial_scales: list[float], sampling_ratio: int, mode: str) -> None:
     """Raise ValueError with a one-line reason for anything the kernels cannot take."""
-    if not 1 <= len(features) <= native.MAX_LEVELS:
-        raise ValueError(f"RoIAlign takes 1 to {native.MAX_LEVELS} feature maps, got {len(features)}")
-    if len(spatial_scales) != len(features):
-        raise ValueError(f"{len(spatial_scales)} spatial scales for {len(features)} feature maps")
-    if rois.dim() != 2 or rois.shape[1] != 5:
-        raise ValueError(f"rois must be [K, 5] = (batch_index, x1, y1, x2, y2), got shape {tuple(rois.shape)}")
+    native.check_shapes(tuple(rois.shape), [tuple(f.shape) for f in features], len(spatial_scales))
     first = features[0]
     for i, f in enumerate(features):
-        if f.dim() != 4:
-            raise ValueError(f"feature map {i} must be 4-D [B, C, H, W], got shape {tuple(f.shape)}")
-        if f.shape[:2] != first.shape[:2]:
-            raise ValueError(f"feature map {i} has batch/channels {tuple(f.shape[:2])}, map 0 has {tuple(first.shape[:2])}")
         if f.dtype != first.dtype or f.device != rois.device:
             raise ValueError(f"feature map {i} ({f.dtype}, {f.device}) must share the dtype of map 0 ({first.dtype}) "
                              f"and the device of rois ({rois.device})")
@@ -77,12 +68,10 @@ def _call_native(direction: str, rois: Tensor, features: list[Tensor], output_he
                  canonical_level: int, eps: float, *buffers) -> None:
     """Run mrd_roi_align_{direction}_{cpu|cuda} on contiguous tensors; `buffers` are the function's
     trailing pointer arguments (forward: output; backward: grad_output, grad_features array)."""
-    B, C = features[0].shape[:2]
-    levels = native.levels_struct(B, C, [tuple(f.shape[-2:]) for f in features], spatial_scales, canonical_scale,
-                                  canonical_level, eps)
-    params = native.pool_params((output_height, output_width), sampling_ratio, aligned, mode)
-    args = (native.DTYPE_CODES[_DTYPE_NAMES[features[0].dtype]], levels,
-            native.pointers([f.data_ptr() for f in features]), rois.data_ptr(), rois.shape[0], params, *buffers)
+    args = native.kernel_args(_DTYPE_NAMES[features[0].dtype], rois.data_ptr(), rois.shape[0],
+                              [f.data_ptr() for f in features], [tuple(f.shape) for f in features], output_height,
+                              output_width, spatial_scales, sampling_ratio, aligned, mode, canonical_scale,
+                              canonical_level, eps) + buffers
     if rois.is_cuda:
         lib = native.cuda_library()
         with torch.cuda.device(rois.device):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from maskrcnn_deploy.common.errors import UsageError
@@ -70,7 +70,7 @@ class ArtifactTimes:
     images: int = 0
 
 
-def run_bench(predictors: Sequence[Predictor], paths: Sequence[str | Path], images: Sequence[torch.Tensor],
+def run_bench(predictors: Sequence[Predictor], paths: Sequence[str | Path], images: Sequence,
               settings: BenchSettings, show_progress: bool = True) -> list[ArtifactTimes]:
     """Warm up each predictor, then time `iterations` passes over `images` (decoded [3,H,W] tensors),
     the predictors taking turns call by call. One ArtifactTimes per predictor, in order."""
@@ -101,9 +101,12 @@ def run_bench(predictors: Sequence[Predictor], paths: Sequence[str | Path], imag
 def machine_info() -> dict:
     """CPU, thread count, library versions and GPU of this process (recorded beside the timings)."""
     info = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "onnxruntime": None, "tensorrt": None,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+            "python": platform.python_version(), "torch": None, "torch_threads": None, "onnxruntime": None,
+            "tensorrt": None, "gpu": None}
+    torch = sys.modules.get("torch")  # recorded when a PyTorch predictor loaded it; never imported here
+    if torch is not None:
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                    gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     try:
         import onnxruntime
         info["onnxruntime"] = onnxruntime.__version__
@@ -166,7 +169,8 @@ def bench_report(times: Sequence[ArtifactTimes], settings: BenchSettings, machin
 def summary_lines(report: dict) -> list[str]:
     """The printed table: one row per artifact."""
     s, m = report["settings"], report["machine"]
-    lines = [f"machine: {m['cpu']} ({m['cpu_count']} CPUs, torch {m['torch_threads']} threads)"
+    threads = f", torch {m['torch_threads']} threads" if m["torch_threads"] else ""
+    lines = [f"machine: {m['cpu']} ({m['cpu_count']} CPUs{threads})"
              + (f", GPU {m['gpu']}" if m["gpu"] else ""),
              f"{s['images']} images (decoded before timing), {s['warmup_calls']} warm-up calls, {s['iterations']} "
              f"passes, batch {s['batch_size']}, threads {s['threads'] or 'default'}; artifacts interleaved call by call",

@@ -14,8 +14,13 @@ results differ only by what the backend computes:
     postprocess: boxes to original pixels, masks pasted full size (torchvision's paste), binary masks
                  (probability >= 0.5) and their COCO RLE
 
+All three stages are numpy (model/resize_paste_numpy.py, equal to torchvision's resize_boxes and
+paste_masks_in_image: tests/test_resize_paste_numpy.py), so predictors of .onnx graphs and engines never
+import torch; backends that run torch (runtime/backend/pytorch.py) convert inside their own `run_raw`.
+
 A detection dict per image: boxes [D,4] float32, scores [D], labels [D] int64 (1..K-1),
-masks [D,H,W] bool, rles (list of COCO RLE dicts), raw (that image's rows of the raw outputs).
+masks [D,H,W] bool (each mask column-major in memory, as RLE reads it), rles (list of COCO RLE dicts),
+raw (that image's rows of the raw outputs).
 """
 
 from __future__ import annotations
@@ -25,23 +30,23 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
-from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.export.preprocess import check_roi_scale, preprocess_images
 from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.model.data.images import load_rgb, to_float_chw
 from maskrcnn_deploy.model.fit import Fit
-from maskrcnn_deploy.model.transform import paste_masks_in_image, resize_boxes
+from maskrcnn_deploy.model.resize_paste_numpy import masks_array, paste_masks, rle_encode
 
-__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_tensor", "STAGES"]
+__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_array", "resize_boxes", "STAGES"]
 
 # the parts of one predict call that `predict(..., timings=)` times (runtime/bench.py reports them)
 STAGES = ("preprocess", "inference", "postprocess")
 
 
-# Full-size float masks are pasted in chunks of at most this many bytes: 100 detections on a 24-MP image
-# would need 10 GB at once.
+# Masks are pasted in chunks of at most this many bytes of full-size float32 masks (the torch path's unit:
+# 100 detections on a 24-MP image would need 10 GB at once). The numpy paste holds one box's floats at a
+# time and writes bool masks, so a chunk bounds the work between two progress points, not the memory.
 PASTE_BUDGET_BYTES = 256 * 2**20
 
 
@@ -49,47 +54,67 @@ class PredictorError(BadInputError, ValueError):
     """A model file or an input the predictor cannot use; the message is one line."""
 
 
-def as_image_tensor(image) -> torch.Tensor:
-    """Path, uint8 HxWx3 array or float [3,H,W] tensor in 0-1 -> float32 [3,H,W]."""
+def as_image_array(image) -> np.ndarray:
+    """Path, numpy HxWx3 (uint8 0-255, or float 0-1) or a [3,H,W] float 0-1 tensor -> float32 [3,H,W] in 0-1.
+
+    A tensor (anything with `.detach()`, e.g. torch's, as model/data/coco.py `load_image` gives) is read
+    through numpy without importing torch."""
     if isinstance(image, (str, Path)):
-        from maskrcnn_deploy.model.data.coco import load_image
-        return load_image(image)
+        return to_float_chw(load_rgb(image))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise PredictorError(f"numpy images must be HxWx3, got shape {image.shape}")
-        scale = 255.0 if image.dtype == np.uint8 else 1.0
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / scale
-    if image.dim() != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
+        if image.dtype == np.uint8:
+            return to_float_chw(image)
+        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
         raise PredictorError(f"images must be [3,H,W] with H,W > 0, got shape {tuple(image.shape)}")
-    return image.float()
+    return image.astype(np.float32, copy=False)
 
 
-def detections_from_raw(raw: dict[str, np.ndarray], sizes: torch.Tensor, original_sizes: list[tuple[int, int]],
-                mask_threshold: float = 0.5, min_score: float | None = None) -> list[dict]:
-    """Batch raw outputs -> one detection dict per image (see the module docstring).
+def resize_boxes(boxes: np.ndarray, old_size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """[N,4] xyxy boxes of an image of old_size (h, w) -> float32 [N,4] in an image of new_size (h, w):
+    torchvision's rule (float32 ratios new / old, float32 products), as model/transform.py's."""
+    rh = np.float32(new_size[0]) / np.float32(old_size[0])
+    rw = np.float32(new_size[1]) / np.float32(old_size[1])
+    return boxes.astype(np.float32) * np.array([rw, rh, rw, rh], dtype=np.float32)
+
+
+def detections_from_raw(raw: dict[str, np.ndarray], sizes: np.ndarray, original_sizes: list[tuple[int, int]],
+                        mask_threshold: float = 0.5, min_score: float | None = None) -> list[dict]:
+    """Batch raw outputs -> one detection dict per image (see the module docstring). sizes: [B,2] resized
+    (h, w) of the images the graph saw.
 
     min_score: keep only detections scoring at least this (None: all). Only kept masks are pasted at
     full size, so a caller that draws confident detections of a large photo never pastes the rest.
     """
+    sizes = np.asarray(sizes)
     results = []
     for i, orig in enumerate(original_sizes):
         n = int(raw["num_detections"][i])
         row = {"boxes": raw["boxes"][i], "scores": raw["scores"][i], "labels": raw["labels"][i].astype(np.int64),
                "masks": raw["masks"][i], "num_detections": n}
         keep = np.arange(n) if min_score is None else np.flatnonzero(row["scores"][:n] >= min_score)
-        n = len(keep)
-        size = (int(sizes[i, 0]), int(sizes[i, 1]))
-        boxes = resize_boxes(torch.from_numpy(row["boxes"][keep].astype(np.float32)), size, orig)
-        small = torch.from_numpy(row["masks"][keep].astype(np.float32))[:, None]
-        masks = np.zeros((n, *orig), dtype=bool)
-        step = max(1, PASTE_BUDGET_BYTES // (4 * orig[0] * orig[1]))  # float masks pasted at a time
-        for start in range(0, n, step):
-            probs = paste_masks_in_image(small[start:start + step], boxes[start:start + step], orig)
-            masks[start:start + step] = (probs[:, 0] >= mask_threshold).numpy()
-        rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-        results.append({"boxes": boxes.numpy(), "scores": row["scores"][keep].astype(np.float32),
-                        "labels": row["labels"][keep], "masks": masks, "rles": rles, "raw": row})
+        boxes = resize_boxes(row["boxes"][keep], (int(sizes[i, 0]), int(sizes[i, 1])), orig)   # [D,4]
+        masks = _binary_masks(row["masks"][keep], boxes, orig, mask_threshold)                 # [D,H,W]
+        results.append({"boxes": boxes, "scores": row["scores"][keep].astype(np.float32),
+                        "labels": row["labels"][keep], "masks": masks, "rles": rle_encode(masks), "raw": row})
     return results
+
+
+def _binary_masks(small: np.ndarray, boxes: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+    """[D,M,M] probabilities at boxes [D,4] (original pixels) -> bool [D,H,W] (pasted probability >=
+    threshold; each mask column-major, as RLE encoding reads it), in chunks of PASTE_BUDGET_BYTES of float32
+    masks."""
+    masks = masks_array(len(small), size)
+    step = max(1, PASTE_BUDGET_BYTES // (4 * size[0] * size[1]))  # float masks pasted at a time
+    for start in range(0, len(small), step):
+        paste_masks(small[start:start + step], boxes[start:start + step], size, threshold,
+                    out=masks[start:start + step])
+    return masks
 
 
 class Predictor:
@@ -104,27 +129,30 @@ class Predictor:
         self.class_names, self.category_ids = class_names, category_ids
         self.fit = fit or Fit.of(config, input_size)  # how images are resized (see model/transform.py)
 
-    def prepare(self, chunk: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded images -> (model input, resized sizes [B,2] float): resize, pad, top up a static batch."""
+    def prepare(self, chunk: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded [3,H,W] images -> (model input float32 [B,3,Hp,Wp], resized sizes float32 [B,2] (h, w)):
+        resize, pad, top up a static batch."""
         batch, sizes = preprocess_images(chunk, self.config, self.input_size, self.fit)
         if self.runs_deploy_graph:
             check_roi_scale(sizes, tuple(batch.shape[-2:]), self.config.size_divisible)
         if self.fixed_batch and len(chunk) < self.fixed_batch:  # a static batch: pad with copies
             extra = self.fixed_batch - len(chunk)
-            batch = torch.cat([batch, batch[-1:].expand(extra, -1, -1, -1)])
-            sizes = torch.cat([sizes, sizes[-1:].expand(extra, -1)])
+            batch = np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])
+            sizes = np.concatenate([sizes, np.repeat(sizes[-1:], extra, axis=0)])
         return batch, sizes
 
-    def run_raw(self, batch, sizes: torch.Tensor) -> dict[str, np.ndarray]:
+    def run_raw(self, batch: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
+        """batch float32 [B,3,Hp,Wp] (resized, mean-padded, C-contiguous), sizes float32 [B,2] (resized h, w)
+        -> {output name: numpy [B,...]}: boxes, scores, labels, masks, num_detections."""
         raise NotImplementedError
 
     def predict(self, images: Sequence, batch_size: int = 1, mask_threshold: float = 0.5,
                 timings: dict[str, float] | None = None, min_score: float | None = None) -> list[dict]:
-        """Detections for each image (paths, uint8 HxWx3 arrays or float [3,H,W] tensors); with
+        """Detections for each image (paths, HxWx3 arrays or float [3,H,W] tensors: `as_image_array`); with
         `min_score`, only those scoring at least that (their masks alone are pasted, see detections_from_raw).
 
         timings: when given, the wall seconds of each of STAGES are added to it (missing keys start at 0):
-        preprocess (image to tensor, which decodes paths, resize, padding, static-batch padding),
+        preprocess (image to array, which decodes paths, resize, padding, static-batch padding),
         inference (`run_raw`: the graph, host-device copies included; TensorRT synchronizes its
         stream there) and postprocess (boxes to original pixels, mask pasting, thresholding, RLE).
         """
@@ -132,7 +160,7 @@ class Predictor:
         results = []
         for start in range(0, len(images), step):
             t0 = time.perf_counter()
-            chunk = [as_image_tensor(im) for im in images[start:start + step]]
+            chunk = [as_image_array(im) for im in images[start:start + step]]
             originals = [(int(c.shape[-2]), int(c.shape[-1])) for c in chunk]
             batch, sizes = self.prepare(chunk)
             t1 = time.perf_counter()

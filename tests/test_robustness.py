@@ -180,11 +180,11 @@ def test_predict_draws_every_readable_image_of_a_mixed_folder(tiny, tmp_path, ca
     # the 6000x4000 one: only the kept detections' masks are pasted at full size
     pasted = []
 
-    def paste(masks, boxes, size, padding=1):
+    def paste(masks, boxes, size, threshold=None, out=None):
         pasted.append((masks.shape[0], size))
-        return torch.zeros((masks.shape[0], 1, *size))
+        return out
 
-    monkeypatch.setattr(predictor_module, "paste_masks_in_image", paste)
+    monkeypatch.setattr(predictor_module, "paste_masks", paste)
     image = load_image(folder / "huge.jpg")
     raw = model.run_raw(*preprocess_images([image], model.config, None))
     scores = raw["scores"][0][:int(raw["num_detections"][0])]

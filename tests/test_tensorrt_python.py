@@ -11,19 +11,22 @@ Needs NVIDIA TensorRT, a CUDA GPU and the plugin library (skipped otherwise, wit
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
+import inspect
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper
 
+from maskrcnn_deploy.runtime.backend.tensorrt import cuda_memory
 from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import (
     BuildOptions,
     GraphInfo,
@@ -53,15 +56,30 @@ from maskrcnn_deploy.runtime.load import load
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_MODULES = [f"maskrcnn_deploy.runtime.backend.tensorrt.{m}" for m in ("environment", "build_plan", "engine_builder",
-                                                                      "predictor")] + ["maskrcnn_deploy.runtime.cli.build"]
+                                                                      "predictor", "cuda_memory")
+               ] + ["maskrcnn_deploy.runtime.cli.build"]
+CUDA_STUBS = Path(__file__).resolve().parent / "stubs"  # cuda.bindings.runtime, which ships no types (see there)
 
 try:
     import tensorrt as _trt
 except (ImportError, OSError):
     _trt = None
 HAVE_TRT = is_real_tensorrt(_trt)
+
+
+def _gpu_missing() -> str | None:
+    """None when cuda_memory.py reaches a CUDA GPU (through cuda-python or pycuda); else its one-line reason."""
+    try:
+        cuda_memory.device_properties()
+    except cuda_memory.CudaUnavailableError as err:
+        return str(err)
+    return None
+
+
+GPU_MISSING = _gpu_missing()
+needs_gpu = pytest.mark.skipif(GPU_MISSING is not None, reason=f"needs a CUDA GPU: {GPU_MISSING}")
 _missing = [what for what, ok in (("NVIDIA TensorRT (pip install tensorrt)", HAVE_TRT),
-                                  ("a CUDA GPU", torch.cuda.is_available())) if not ok]
+                                  (f"a CUDA GPU ({GPU_MISSING})", GPU_MISSING is None)) if not ok]
 needs_tensorrt = pytest.mark.skipif(bool(_missing), reason=f"needs {' and '.join(_missing)}")
 without_tensorrt = pytest.mark.skipif(HAVE_TRT, reason="checks the error shown when TensorRT is missing")
 
@@ -102,7 +120,7 @@ def mypy_setup(tmp_path_factory):
         (package / folder).symlink_to(REPO / folder, target_is_directory=True)
     config = root / "mypy.ini"
     config.write_text(f"""[mypy]
-mypy_path = {stubs}:{root / 'src'}
+mypy_path = {stubs}:{CUDA_STUBS}:{root / 'src'}
 ignore_missing_imports = True
 follow_imports = silent
 disallow_untyped_defs = True
@@ -141,6 +159,169 @@ def test_mypy_catches_a_misspelled_tensorrt_api(mypy_setup):
     assert result.returncode == 1, result.stdout + result.stderr
     assert '"IExecutionContext" has no attribute "execute_async_v2"' in result.stdout
     assert 'has no attribute "WORKSPAC"' in result.stdout
+
+
+def test_mypy_catches_a_wrong_cuda_runtime_call(mypy_setup):
+    """cuda-python ships no types; mypy reads tests/stubs/cuda/bindings/runtime.pyi, so a misspelled
+    function, enum member or a missing argument fails the check above."""
+    _, root = mypy_setup
+    wrong = root / "src" / "wrong_cuda.py"
+    wrong.write_text("from cuda.bindings import runtime as cudart\n\n\ndef f(n: int) -> None:\n"
+                     "    cudart.cudaMemcpyAsyn(0, 0, n, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, 0)\n"
+                     "    cudart.cudaMemcpyAsync(0, 0, n, cudart.cudaMemcpyKind.cudaMemcpyHostToDevic, 0)\n"
+                     "    cudart.cudaMalloc()\n")
+    result = _mypy(mypy_setup, ["wrong_cuda"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert 'Module has no attribute "cudaMemcpyAsyn"' in result.stdout
+    assert 'has no attribute "cudaMemcpyHostToDevic"' in result.stdout
+    assert 'Missing positional argument "size" in call to "cudaMalloc"' in result.stdout
+
+
+def test_cuda_runtime_stubs_match_cuda_python():
+    """Every function of the stub has the installed module's parameter names, in order; every enum member
+    its value; every class its attributes (cuda.bindings imports without a GPU)."""
+    cudart = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (pip install "
+                                                                 "cuda-python): nothing to check the stubs against")
+    tree = ast.parse((CUDA_STUBS / "cuda" / "bindings" / "runtime.pyi").read_text())
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert len(functions) >= 12 and len(classes) == 4
+    for node in functions:
+        real = list(inspect.signature(getattr(cudart, node.name)).parameters)
+        assert real == [a.arg for a in node.args.args], node.name
+    for cls in classes:
+        real_cls = getattr(cudart, cls.name)
+        for item in cls.body:
+            if isinstance(item, ast.Assign):  # enum member = value
+                name = item.targets[0].id
+                assert int(getattr(real_cls, name)) == ast.literal_eval(item.value), f"{cls.name}.{name}"
+            elif isinstance(item, ast.AnnAssign):  # struct field
+                assert hasattr(real_cls(), item.target.id), f"{cls.name}.{item.target.id}"
+            elif isinstance(item, ast.FunctionDef):
+                assert hasattr(real_cls, item.name), f"{cls.name}.{item.name}"
+
+
+def test_the_tensorrt_backend_imports_no_torch():
+    """Its own modules never import torch (the whole torch-free path is the torch-free CI step's test)."""
+    folder = REPO / "runtime" / "backend" / "tensorrt"
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), path.name
+
+
+# ----------------------------------------------------------------------------- CUDA memory (cuda_memory.py)
+def test_no_cuda_library_is_one_line_exit_3(monkeypatch):
+    """Neither cuda-python nor pycuda importable: require_cuda says to pip install cuda-python, exit 3."""
+    from maskrcnn_deploy.common.errors import BackendUnavailableError
+    from maskrcnn_deploy.runtime.backend.tensorrt.environment import TensorRTUnavailableError, require_cuda
+
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError
+    monkeypatch.setattr(cuda_memory, "_API", [])
+    with pytest.raises(TensorRTUnavailableError) as err:
+        require_cuda()
+    assert str(err.value) == cuda_memory.NOT_INSTALLED and "pip install cuda-python" in str(err.value)
+    assert isinstance(err.value, BackendUnavailableError)
+
+
+def test_pycuda_stands_in_when_cuda_python_is_missing(monkeypatch):
+    """Without cuda-python, the same calls go to pycuda's documented API (a recording stand-in of it here:
+    mem_alloc, pagelocked_empty, memcpy_htod/dtoh_async(dest, src, stream), Stream, the primary context)."""
+    from types import ModuleType, SimpleNamespace
+
+    calls: list[str] = []
+
+    class Allocation:
+        def __init__(self, nbytes: int) -> None:
+            calls.append(f"mem_alloc {nbytes}")
+
+        def __int__(self) -> int:
+            return 0xD000
+
+        def free(self) -> None:
+            calls.append("DeviceAllocation.free")
+
+    class Stream:
+        handle = 0x5E
+
+        def synchronize(self) -> None:
+            calls.append("Stream.synchronize")
+
+    class PagelockedHostAllocation:  # the `base` of pagelocked_empty's arrays
+        def __init__(self, shape: tuple[int, ...], dtype: type) -> None:
+            self.memory = np.zeros(shape, dtype)
+            self.__array_interface__ = self.memory.__array_interface__
+
+        def free(self) -> None:
+            calls.append("PagelockedHostAllocation.free")
+
+    def pagelocked_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        calls.append(f"pagelocked_empty {shape}")
+        return np.asarray(PagelockedHostAllocation(shape, dtype))
+
+    driver = ModuleType("pycuda.driver")
+    driver.Error, driver.Stream, driver.mem_alloc, driver.pagelocked_empty = RuntimeError, Stream, Allocation, \
+        pagelocked_empty
+    driver.memcpy_htod_async = lambda dest, src, stream: calls.append(f"memcpy_htod_async {dest:#x} {stream.handle:#x}")
+    driver.memcpy_dtoh_async = lambda dest, src, stream: calls.append(f"memcpy_dtoh_async {src:#x} {stream.handle:#x}")
+    device = SimpleNamespace(name=lambda: "NVIDIA Stand-in", compute_capability=lambda: (8, 7))
+    primary = ModuleType("pycuda.autoprimaryctx")
+    primary.device = device
+    package = ModuleType("pycuda")
+    package.driver = driver
+    for name, module in (("cuda", None), ("cuda.bindings", None), ("cuda.bindings.runtime", None), ("pycuda", package),
+                         ("pycuda.driver", driver), ("pycuda.autoprimaryctx", primary)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(cuda_memory, "_API", [])
+    assert cuda_memory.backend_name() == "pycuda"
+    assert cuda_memory.device_properties() == ("NVIDIA Stand-in", "8.7")
+    stream = cuda_memory.create_stream()
+    device_buffer, host = cuda_memory.malloc(64), cuda_memory.pinned_empty(64)
+    cuda_memory.copy_to_device_async(device_buffer, host, stream)
+    cuda_memory.copy_to_host_async(host, device_buffer, stream)
+    cuda_memory.synchronize(stream)
+    cuda_memory.free(device_buffer)
+    cuda_memory.free_pinned(host)
+    cuda_memory.destroy_stream(stream)
+    assert calls == ["mem_alloc 64", "pagelocked_empty (64,)", "memcpy_htod_async 0xd000 0x5e",
+                     "memcpy_dtoh_async 0xd000 0x5e", "Stream.synchronize", "DeviceAllocation.free",
+                     "PagelockedHostAllocation.free"]
+    assert stream.handle == 0x5E and device_buffer.ptr == 0xD000 and stream.native is None
+
+
+@pytest.mark.skipif(GPU_MISSING is None, reason="a CUDA GPU is visible here: checks the error shown without one")
+def test_require_cuda_without_a_gpu_says_so():
+    from maskrcnn_deploy.runtime.backend.tensorrt.environment import TensorRTUnavailableError, require_cuda
+
+    if importlib.util.find_spec("cuda") is None and importlib.util.find_spec("pycuda") is None:
+        pytest.skip("no CUDA library installed: test_no_cuda_library_is_one_line_exit_3 covers this machine")
+    with pytest.raises(TensorRTUnavailableError, match=r"^no CUDA GPU is visible \((cudaGetDeviceCount|pycuda)"):
+        require_cuda()
+
+
+@needs_gpu
+def test_cuda_memory_round_trip_on_the_gpu():
+    """Through the real library: page-locked in, device, page-locked out on one stream, one synchronize."""
+    name, capability = cuda_memory.device_properties()
+    assert name and re.fullmatch(r"\d+\.\d+", capability)
+    stream = cuda_memory.create_stream()
+    data = np.arange(1 << 20, dtype=np.float32)
+    host_in, host_out = cuda_memory.pinned_empty(data.nbytes), cuda_memory.pinned_empty(data.nbytes)
+    device = cuda_memory.malloc(data.nbytes)
+    try:
+        np.copyto(host_in.view(np.float32), data)
+        host_out.fill(0)
+        cuda_memory.copy_to_device_async(device, host_in, stream)
+        cuda_memory.copy_to_host_async(host_out, device, stream)
+        cuda_memory.synchronize(stream)
+        assert np.array_equal(host_out.view(np.float32), data)
+    finally:
+        cuda_memory.free(device)
+        cuda_memory.free_pinned(host_in)
+        cuda_memory.free_pinned(host_out)
+        cuda_memory.destroy_stream(stream)
 
 
 # ----------------------------------------------------------------------------- engine metadata (no TensorRT)
@@ -259,12 +440,13 @@ def test_input_size_from_profile_and_padding_to_it(engine):
     assert engine_input_size(meta) == (None, None)
     predictor = object.__new__(TensorRTPredictor)  # only what _fit_profile reads; no TensorRT involved
     predictor.meta, predictor.config = meta, resnet18_fpn(4)
-    batch = torch.rand(2, 3, 64, 128)
+    batch = np.random.default_rng(0).random((2, 3, 64, 128), dtype=np.float32)
     padded = predictor._fit_profile(batch)
-    assert padded.shape == (2, 3, 96, 128) and torch.equal(padded[:, :, :64], batch)
-    assert torch.allclose(padded[0, :, 64:, :], torch.tensor(predictor.config.image_mean).reshape(3, 1, 1))
+    assert padded.shape == (2, 3, 96, 128) and padded.dtype == np.float32 and np.array_equal(padded[:, :, :64], batch)
+    mean = np.asarray(predictor.config.image_mean, dtype=np.float32).reshape(3, 1, 1)
+    assert np.array_equal(padded[0, :, 64:, :], np.broadcast_to(mean, (3, 32, 128)))
     with pytest.raises(PredictorError, match=r"input images 3x3x96x96 is outside the engine's profile"):
-        predictor._fit_profile(torch.rand(3, 3, 96, 96))
+        predictor._fit_profile(np.zeros((3, 3, 96, 96), dtype=np.float32))
 
 
 @without_tensorrt

@@ -1,23 +1,29 @@
 """`build_engine` and the TensorRT backend driven through a stand-in `tensorrt` module (TensorRT cannot
-run here): the calls they make, in order, and the flags they set.
+run here): the calls they make, in order, and the flags they set; and the backend's whole `run_raw` on a
+numpy-backed stand-in of cuda_memory.py (allocation, copies, execute, synchronize, read).
 
-The stand-in records each TensorRT call as a string and answers with just enough for the code under test
-to go on; its names follow tensorrt-stubs (mypy checks the real calls against those stubs in
-test_tensorrt_python.py). What it cannot show is how a real TensorRT reacts: see docs/tensorrt.md.
+The stand-ins record each call as a string and answer with just enough for the code under test to go on;
+their names follow tensorrt-stubs and cuda_memory.py (mypy checks the real calls against tensorrt-stubs and
+tests/stubs/cuda in test_tensorrt_python.py). The CUDA stand-in runs queued work only at `synchronize`, as a
+GPU may, so reading a result before synchronizing reads stale bytes. What they cannot show is how a real
+TensorRT and GPU react: see docs/tensorrt.md.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Callable
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from maskrcnn_deploy.runtime.backend.tensorrt import engine_builder
+from maskrcnn_deploy.runtime.backend.tensorrt import cuda_memory, engine_builder
 from maskrcnn_deploy.runtime.backend.tensorrt import predictor as tensorrt_predictor
 from maskrcnn_deploy.runtime.backend.tensorrt.build_plan import BuildOptions
 from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
@@ -27,12 +33,13 @@ from maskrcnn_deploy.runtime.backend.tensorrt.environment import (
     sha256_file,
     write_metadata,
 )
+from maskrcnn_deploy.runtime.predictor import PredictorError
 
 GPU = ("NVIDIA H100 80GB HBM3", "9.0")
 
 
-def stand_in_tensorrt(version: str, calls: list[str]) -> SimpleNamespace:
-    """A `tensorrt` module that records calls; builds succeed, deserializing returns None."""
+def stand_in_tensorrt(version: str, calls: list[str], engine: object = None) -> SimpleNamespace:
+    """A `tensorrt` module that records calls; builds succeed, deserializing returns `engine` (None: fails)."""
 
     class Logger:
         INFO, WARNING = "INFO", "WARNING"
@@ -85,9 +92,9 @@ def stand_in_tensorrt(version: str, calls: list[str]) -> SimpleNamespace:
         def __init__(self, logger: Logger) -> None:
             calls.append("Runtime")
 
-        def deserialize_cuda_engine(self, data: bytes) -> None:
+        def deserialize_cuda_engine(self, data: bytes) -> object:
             calls.append("deserialize_cuda_engine")
-            return None
+            return engine
 
     def init_libnvinfer_plugins(logger: Logger, namespace: str) -> bool:
         calls.append(f"init_libnvinfer_plugins {namespace!r}")
@@ -98,7 +105,10 @@ def stand_in_tensorrt(version: str, calls: list[str]) -> SimpleNamespace:
         init_libnvinfer_plugins=init_libnvinfer_plugins, get_plugin_registry=Registry,
         BuilderFlag=SimpleNamespace(FP16="FP16", INT8="INT8", TF32="TF32", OBEY_PRECISION_CONSTRAINTS="OBEY",
                                     PREFER_PRECISION_CONSTRAINTS="PREFER"),
-        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=0))
+        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=0),
+        DataType=SimpleNamespace(FLOAT="FLOAT", HALF="HALF", INT32="INT32", INT64="INT64", INT8="INT8", UINT8="UINT8",
+                                 BOOL="BOOL", BF16="BF16"),
+        TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"), Dims=tuple)
 
 
 @pytest.fixture
@@ -109,8 +119,8 @@ def calls(monkeypatch):
     return recorded
 
 
-def use_tensorrt(monkeypatch, version: str, recorded: list[str]) -> None:
-    trt = stand_in_tensorrt(version, recorded)
+def use_tensorrt(monkeypatch, version: str, recorded: list[str], engine: object = None) -> None:
+    trt = stand_in_tensorrt(version, recorded, engine)
     for module in (engine_builder, tensorrt_predictor):
         monkeypatch.setattr(module, "trt", trt)
         monkeypatch.setattr(module, "require_cuda", lambda: GPU)
@@ -244,3 +254,260 @@ def test_cli_tf32_flag(calls, tmp_path, capsys):
     assert read_metadata(tmp_path / "tf32.engine").tf32 is True
     out = capsys.readouterr().out
     assert "precision fp32, TF32 off)" in out and "precision fp32, TF32 allowed)" in out
+
+
+# ----------------------------------------------------------------------------- run_raw on stand-in CUDA memory (issue 20)
+class StandInCuda:
+    """cuda_memory.py's calls on numpy. Device memory is a byte array per address, page-locked memory the
+    arrays pinned_empty handed out; copies and the engine are queued per stream and run at `synchronize`."""
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.device: dict[int, np.ndarray] = {}       # address -> uint8 [nbytes]
+        self.pinned: list[np.ndarray] = []            # live page-locked arrays
+        self.queues: dict[int, list[Callable[[], None]]] = {}
+        self.next_ptr = 0x10000
+
+    def create_stream(self) -> cuda_memory.Stream:
+        handle = 0x51 + len(self.queues)
+        self.queues[handle] = []
+        self.calls.append(f"create_stream {handle}")
+        return cuda_memory.Stream(handle, native=f"cudaStream_t {handle}")
+
+    def destroy_stream(self, stream: cuda_memory.Stream) -> None:
+        assert not self.queues.pop(stream.handle), "stream destroyed with work queued"
+        self.calls.append(f"destroy_stream {stream.handle}")
+
+    def malloc(self, nbytes: int) -> cuda_memory.DeviceBuffer:
+        ptr, self.next_ptr = self.next_ptr, self.next_ptr + nbytes + 256
+        self.device[ptr] = np.full(nbytes, 0xCD, np.uint8)  # uninitialized, as cudaMalloc's
+        self.calls.append(f"malloc {nbytes}")
+        return cuda_memory.DeviceBuffer(ptr, nbytes)
+
+    def free(self, buffer: cuda_memory.DeviceBuffer) -> None:
+        del self.device[buffer.ptr]
+        self.calls.append(f"free {buffer.nbytes}")
+
+    def pinned_empty(self, nbytes: int) -> np.ndarray:
+        array = np.full(nbytes, 0xAB, np.uint8)
+        self.pinned.append(array)
+        self.calls.append(f"pinned_empty {nbytes}")
+        return array
+
+    def free_pinned(self, array: np.ndarray) -> None:
+        self.pinned = [p for p in self.pinned if p is not array]
+        self.calls.append(f"free_pinned {array.nbytes}")
+
+    def _check_host(self, array: np.ndarray) -> np.ndarray:
+        assert any(np.shares_memory(array, p) for p in self.pinned), "async copy from/to pageable memory"
+        assert array.flags.c_contiguous
+        return array.reshape(-1).view(np.uint8)
+
+    def copy_to_device_async(self, dst: cuda_memory.DeviceBuffer, src: np.ndarray, stream: cuda_memory.Stream) -> None:
+        data = self._check_host(src)
+        assert data.nbytes <= dst.nbytes
+        self.enqueue(stream.handle, lambda: self.device[dst.ptr].__setitem__(slice(0, data.nbytes), data))
+        self.calls.append(f"copy_to_device {dst.ptr:#x} stream {stream.handle}")
+
+    def copy_to_host_async(self, dst: np.ndarray, src: cuda_memory.DeviceBuffer, stream: cuda_memory.Stream) -> None:
+        data = self._check_host(dst)
+        assert data.nbytes <= src.nbytes
+        self.enqueue(stream.handle, lambda: data.__setitem__(slice(None), self.device[src.ptr][:data.nbytes]))
+        self.calls.append(f"copy_to_host {src.ptr:#x} stream {stream.handle}")
+
+    def enqueue(self, handle: int, work: Callable[[], None]) -> None:
+        self.queues[handle].append(work)  # KeyError: not a stream of ours
+
+    def synchronize(self, stream: cuda_memory.Stream) -> None:
+        for work in self.queues[stream.handle]:
+            work()
+        self.queues[stream.handle].clear()
+        self.calls.append(f"synchronize {stream.handle}")
+
+    def read(self, ptr: int, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        count = int(np.prod(shape))
+        return self.device[ptr][:count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
+
+def engine_outputs(images: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """What the stand-in engine computes: boxes [B,2,4] float32, scores [B,2] float16, labels [B,2] int64."""
+    boxes = np.zeros((len(images), 2, 4), np.float32)
+    boxes[:, :, 2], boxes[:, :, 3] = sizes[:, None, 1], sizes[:, None, 0]
+    boxes[:, 1] *= 0.5
+    scores = np.stack([images.mean(axis=(1, 2, 3)), images.max(axis=(1, 2, 3))], 1).astype(np.float16)
+    return {"boxes": boxes, "scores": scores, "labels": np.tile(np.arange(1, 3, dtype=np.int64), (len(images), 1))}
+
+
+class StandInEngine:
+    """A deploy-graph-shaped engine (inputs images, image_sizes; outputs as engine_outputs) whose context runs
+    on StandInCuda: execute_async_v3 queues reading the inputs and writing the outputs at the set addresses."""
+
+    tensors = {"images": ("INPUT", "FLOAT"), "image_sizes": ("INPUT", "FLOAT"), "boxes": ("OUTPUT", "FLOAT"),
+               "scores": ("OUTPUT", "HALF"), "labels": ("OUTPUT", "INT64")}
+    num_io_tensors = len(tensors)
+
+    def __init__(self, cuda: StandInCuda, calls: list[str]) -> None:
+        self.cuda, self.calls = cuda, calls
+
+    def get_tensor_name(self, index: int) -> str:
+        return list(self.tensors)[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return self.tensors[name][0]
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return self.tensors[name][1]
+
+    def create_execution_context(self) -> StandInContext:
+        return StandInContext(self.cuda, self.calls)
+
+
+class StandInContext:
+    def __init__(self, cuda: StandInCuda, calls: list[str]) -> None:
+        self.cuda, self.calls = cuda, calls
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+
+    def set_input_shape(self, name: str, dims: tuple[int, ...]) -> bool:
+        self.shapes[name] = tuple(dims)
+        self.calls.append(f"set_input_shape {name} {'x'.join(map(str, dims))}")
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        batch = self.shapes["images"][0]
+        return {"boxes": (batch, 2, 4), "scores": (batch, 2), "labels": (batch, 2)}[name]
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        assert ptr in self.cuda.device, f"{name}: {ptr:#x} is not device memory"
+        self.addresses[name] = ptr
+        self.calls.append(f"set_tensor_address {name} {ptr:#x}")
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        if getattr(self, "fail", False):
+            self.calls.append("execute_async_v3 failed")
+            return False
+        addresses, shapes = dict(self.addresses), dict(self.shapes)
+
+        def run() -> None:
+            images = self.cuda.read(addresses["images"], shapes["images"], np.float32)
+            sizes = self.cuda.read(addresses["image_sizes"], shapes["image_sizes"], np.float32)
+            for name, value in engine_outputs(images, sizes).items():
+                self.cuda.read(addresses[name], value.shape, value.dtype.type)[...] = value
+
+        self.cuda.enqueue(stream_handle, run)
+        self.calls.append(f"execute_async_v3 stream {stream_handle}")
+        return True
+
+
+def standin_predictor(monkeypatch, tmp_path: Path, recorded: list[str]) -> tuple[object, StandInCuda]:
+    """A TensorRTPredictor on the stand-in TensorRT and CUDA, for a dynamic profile 1..2 x 3 x 32..64 x 32..64."""
+    cuda = StandInCuda(recorded)
+    use_tensorrt(monkeypatch, "10.14.1.48", recorded, StandInEngine(cuda, recorded))
+    monkeypatch.setattr(tensorrt_predictor, "cuda", cuda)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine bytes")
+    write_metadata(engine, EngineMetadata(
+        tensorrt_version="10.14.1.48", gpu_name=GPU[0], compute_capability=GPU[1], precision="fp32",
+        precision_source="graph", strongly_typed=True,
+        input_profile={"images": {"min": [1, 3, 32, 32], "opt": [1, 3, 32, 48], "max": [2, 3, 64, 64]},
+                       "image_sizes": {"min": [1, 2], "opt": [1, 2], "max": [2, 2]}},
+        plugin_library=None, plugin_sha256=None, onnx_path="m.onnx", onnx_sha256="0" * 64,
+        engine_sha256=sha256_file(engine), engine_bytes=12, package_version="0", build_time_utc="2026-01-01T00:00:00Z",
+        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})}))
+    return tensorrt_predictor.TensorRTPredictor(engine), cuda
+
+
+def _inputs(batch: int, height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    images = np.random.default_rng(seed).random((batch, 3, height, width), dtype=np.float32)
+    return images, np.tile(np.array([[height - 2, width - 3]], np.float32), (batch, 1))
+
+
+def test_run_raw_copies_and_executes_on_one_stream_then_synchronizes_once(monkeypatch, tmp_path):
+    recorded: list[str] = []
+    predictor, cuda = standin_predictor(monkeypatch, tmp_path, recorded)
+    stream = predictor.stream.handle
+    assert recorded.count(f"create_stream {stream}") == 1
+    images, sizes = _inputs(1, 32, 40)
+    start = len(recorded)
+    raw = predictor.run_raw(images, sizes)
+    run = recorded[start:]
+    kinds = [call.split()[0] for call in run]
+    # inputs copied in, then the engine, then the outputs copied out, all on the predictor's one stream
+    h2d = [i for i, k in enumerate(kinds) if k == "copy_to_device"]
+    d2h = [i for i, k in enumerate(kinds) if k == "copy_to_host"]
+    assert len(h2d) == 2 and len(d2h) == 3 and kinds.count("execute_async_v3") == 1
+    assert max(h2d) < kinds.index("execute_async_v3") < min(d2h), run
+    assert all(call.endswith(f"stream {stream}") for call, k in zip(run, kinds)
+               if k in ("copy_to_device", "copy_to_host", "execute_async_v3"))
+    # one host wait, after the last copy and before the outputs are read (the last CUDA call of the run)
+    assert kinds.count("synchronize") == 1 and run[-1] == f"synchronize {stream}"
+    # each input's device address is the one its copy wrote, each output's the one its copy read
+    address = {c.split()[1]: c.split()[2] for c in run if c.startswith("set_tensor_address")}
+    assert {c.split()[1] for c in run if c.startswith("copy_to_device")} == {address["images"], address["image_sizes"]}
+    assert {c.split()[1] for c in run if c.startswith("copy_to_host")} == {address[n] for n in ("boxes", "scores",
+                                                                                                 "labels")}
+    # the results went through the device: the engine computed them from the copied inputs
+    expected = engine_outputs(images, sizes)
+    assert set(raw) == set(expected)
+    assert raw["scores"].dtype == np.float32 and np.array_equal(raw["scores"], expected["scores"].astype(np.float32))
+    assert raw["boxes"].dtype == np.float32 and np.array_equal(raw["boxes"], expected["boxes"])
+    assert raw["labels"].dtype == np.int64 and np.array_equal(raw["labels"], expected["labels"])
+    assert not any(np.shares_memory(raw[n], p) for n in raw for p in cuda.pinned)  # copies, not the reused buffers
+
+
+def test_run_raw_reuses_grows_and_frees_its_buffers(monkeypatch, tmp_path):
+    import torch
+
+    recorded: list[str] = []
+    predictor, cuda = standin_predictor(monkeypatch, tmp_path, recorded)
+    small, small_sizes = _inputs(1, 32, 40, seed=1)
+    first = predictor.run_raw(small, small_sizes)
+    allocations = sum(c.startswith("malloc ") for c in recorded)
+    assert len(cuda.device) == len(cuda.pinned) == 5  # one device and one page-locked buffer per tensor
+    again = predictor.run_raw(torch.from_numpy(small), torch.from_numpy(small_sizes))  # tensor-likes: np.asarray
+    assert sum(c.startswith("malloc ") for c in recorded) == allocations  # same shapes: no new memory
+    assert all(np.array_equal(first[n], again[n]) for n in first)
+    large, large_sizes = _inputs(2, 48, 64, seed=2)
+    grown = predictor.run_raw(large, large_sizes)  # every tensor grows: old buffers freed, new ones taken
+    assert sum(c.startswith("free ") for c in recorded) == 5 and len(cuda.device) == len(cuda.pinned) == 5
+    expected = engine_outputs(large, large_sizes)
+    assert all(np.array_equal(grown[n], expected[n].astype(grown[n].dtype)) for n in expected)
+    assert np.array_equal(first["boxes"], engine_outputs(small, small_sizes)["boxes"])  # earlier results untouched
+    padded = predictor.run_raw(*_inputs(1, 20, 40, seed=3))  # below the profile's minimum height: mean-padded
+    assert padded["boxes"].shape == (1, 2, 4) and "set_input_shape images 1x3x32x40" in recorded
+    predictor.close()
+    assert cuda.device == {} and cuda.pinned == [] and recorded[-1].startswith("destroy_stream")
+    with pytest.raises(PredictorError, match="closed"):
+        predictor.run_raw(small, small_sizes)
+    predictor.close()  # twice: nothing left to release
+
+
+def test_a_failed_run_still_waits_for_its_queued_copies(monkeypatch, tmp_path):
+    """The input copies are queued before TensorRT refuses to run: the stream is synchronized before the
+    error leaves run_raw, so no copy is left to read a buffer a later run frees."""
+    recorded: list[str] = []
+    predictor, cuda = standin_predictor(monkeypatch, tmp_path, recorded)
+    predictor.context.fail = True
+    with pytest.raises(TensorRTError, match="failed to run the engine"):
+        predictor.run_raw(*_inputs(1, 32, 32))
+    assert recorded[-2:] == ["execute_async_v3 failed", f"synchronize {predictor.stream.handle}"]
+    assert not cuda.queues[predictor.stream.handle]
+    predictor.context.fail = False
+    larger, sizes = _inputs(2, 64, 64)
+    assert np.array_equal(predictor.run_raw(larger, sizes)["boxes"], engine_outputs(larger, sizes)["boxes"])
+
+
+def test_build_without_a_cuda_library_exits_3(calls, tmp_path, monkeypatch, capsys):
+    """TensorRT here but neither cuda-python nor pycuda: one line naming `pip install cuda-python`, exit 3."""
+    from maskrcnn_deploy.runtime.backend.tensorrt.environment import require_cuda
+    from maskrcnn_deploy.runtime.cli import main
+
+    monkeypatch.setattr(engine_builder, "require_cuda", require_cuda)  # the real one, not the fixture's GPU
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setattr(cuda_memory, "_API", [])
+    assert main(["build", str(graph(tmp_path / "m.onnx")), "-o", str(tmp_path / "m.engine")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(cuda_memory.NOT_INSTALLED), err
+    assert "pip install cuda-python" in err and "Builder" not in calls

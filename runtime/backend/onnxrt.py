@@ -1,8 +1,11 @@
-"""ONNX Runtime backend: an exported deploy graph (custom RoIAlign node or standard ops)."""
+"""ONNX Runtime backend: an exported deploy graph (custom RoIAlign node or standard ops), on numpy only:
+nothing here, nor in runtime/predictor.py, imports torch."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from maskrcnn_deploy.export.graph_io import graph_fit, read_graph_info, read_onnx
 from maskrcnn_deploy.model.config import MaskRCNNConfig
@@ -27,5 +30,7 @@ class OnnxPredictor(Predictor):
         super().__init__(config, canvas, shape[0] if isinstance(shape[0], int) else None, info.get("class_names"),
                          info.get("category_ids"), graph_fit(info, config, canvas))
 
-    def run_raw(self, batch, sizes):
-        return run_session(self.session, batch.numpy(), sizes.numpy())
+    def run_raw(self, batch: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
+        """batch float32 [B,3,H,W], sizes float32 [B,2] (Predictor.run_raw) -> the graph's outputs."""
+        return run_session(self.session, np.ascontiguousarray(batch, dtype=np.float32),
+                           np.ascontiguousarray(sizes, dtype=np.float32))

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.model.checkpoint import load_checkpoint
 from maskrcnn_deploy.model.fit import Fit
-from maskrcnn_deploy.runtime.predictor import STAGES, Predictor, as_image_tensor
+from maskrcnn_deploy.runtime.predictor import STAGES, Predictor, as_image_array
 
 __all__ = ["EagerPredictor", "DeployTorchPredictor"]
 
@@ -45,7 +45,7 @@ class EagerPredictor(Predictor):
         results = []
         for image in images:
             t0 = time.perf_counter()
-            tensor = as_image_tensor(image).to(self.device)
+            tensor = torch.from_numpy(as_image_array(image)).to(self.device)
             t1 = time.perf_counter()
             with torch.inference_mode():
                 (out,) = self.model([tensor])  # boxes in original pixels, masks [D,1,H,W] pasted probabilities
@@ -58,13 +58,15 @@ class EagerPredictor(Predictor):
 
     @torch.inference_mode()
     def run_raw(self, batch, sizes):
-        """batch [B,3,Hp,Wp] of resized images (preprocess_images) -> the deploy graph's raw outputs."""
+        """batch float32 [B,3,Hp,Wp] of resized images (numpy, preprocess_images), sizes [B,2] -> the deploy
+        graph's raw outputs (numpy)."""
+        batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         n, m = self.config.detections_per_img, self.config.mask_roi_output_size * 2
         B = len(batch)
         raw = {"boxes": np.zeros((B, n, 4), np.float32), "scores": np.zeros((B, n), np.float32),
                "labels": np.zeros((B, n), np.int64), "masks": np.zeros((B, n, m, m), np.float32),
                "num_detections": np.zeros(B, np.int64)}
-        for i, (h, w) in enumerate(sizes.to(torch.int64).tolist()):
+        for i, (h, w) in enumerate(np.asarray(sizes).astype(np.int64).tolist()):
             as_is = Fit(min(h, w), max(h, w))  # scale 1: the eager model normalises and pads, keeps the pixels
             (out,), _ = self.model([batch[i, :, :h, :w].to(self.device)], fit=as_is, raw=True)
             d = len(out["scores"])
@@ -101,6 +103,9 @@ class DeployTorchPredictor(Predictor):
 
     @torch.inference_mode()
     def run_raw(self, batch, sizes):
-        outputs = self.deploy(batch.to(self.device), sizes.to(self.device))
+        """batch float32 [B,3,Hp,Wp], sizes float32 [B,2] (numpy, Predictor.run_raw) -> the graph's raw outputs."""
+        batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        sizes = torch.from_numpy(np.ascontiguousarray(sizes, dtype=np.float32)).to(self.device)
+        outputs = self.deploy(batch, sizes)
         from maskrcnn_deploy.export.deploy_model import OUTPUT_NAMES
         return {name: t.cpu().numpy() for name, t in zip(OUTPUT_NAMES, outputs)}

@@ -16,8 +16,9 @@ reports; `build_parser` registers them in COMMANDS order, `main` maps exceptions
     maskrcnn-deploy convert --fp16 out/model.onnx -o out/model.fp16.onnx --data data/synth/train.json (convert.py)
 
 Exit codes (runtime/cli/exit_codes.py): 0 success, 1 parity FAIL, 2 bad input (one line naming the problem
-and the fix), 3 backend unavailable on this machine (TensorRT, CUDA GPU, plugin), 4 internal error (a
-bug: traceback), 130 interrupted.
+and the fix), 3 backend unavailable on this machine (TensorRT, CUDA GPU, plugin, or the optional extra a command
+needs: `pip install 'maskrcnn-deploy[export]'` for PyTorch, common/extras.py), 4 internal error (a bug: traceback),
+130 interrupted. Commands on .onnx graphs and engines import no torch: `pip install maskrcnn-deploy` runs them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 import traceback
 
 from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
+from maskrcnn_deploy.common.extras import extra_of, missing_extra_error
 from maskrcnn_deploy.runtime.cli import bench, build, calibrate, check, convert, data, demo, export, predict, train
 from maskrcnn_deploy.runtime.cli import eval as eval_command
 from maskrcnn_deploy.runtime.cli.exit_codes import (
@@ -75,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BackendUnavailableError as err:  # TensorRT missing or too old, no CUDA GPU, plugin not built here
         _error(err)
+        return EXIT_BACKEND_UNAVAILABLE
+    except ModuleNotFoundError as err:  # an extra's module imported on a path no require_extra guards yet
+        extra = extra_of(err.name or "")
+        if extra is None:
+            return _internal_error()  # a base dependency missing is a broken install: show the traceback
+        _error(missing_extra_error(extra, f"`maskrcnn-deploy {args.command}`", err.name))
         return EXIT_BACKEND_UNAVAILABLE
     except (BadInputError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
         _error(err)  # ours (CheckpointError, ImageLoadError, PredictorError, ExportError, TensorRTError, ...)

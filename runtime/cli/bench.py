@@ -11,16 +11,19 @@ Bad input (missing artifact, unknown suffix, no images): one line, exit code 2.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
-from maskrcnn_deploy.runtime.cli.checkpoint_options import add_checkpoint_options, checkpoint_options
+from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_checkpoint_options,
+    checkpoint_options,
+    require_torch_for_checkpoints,
+)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from maskrcnn_deploy.model.data.coco import images_and_annotations, load_image
+    from maskrcnn_deploy.model.data.images import images_and_annotations, load_rgb
     from maskrcnn_deploy.runtime import bench
     from maskrcnn_deploy.runtime.load import load
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise UsageError(f"no such artifact: {path} (give .pt/.pth checkpoints, .onnx graphs or "
                              ".engine/.plan TensorRT engines)")
+    require_torch_for_checkpoints("bench", args.artifacts)
     json_path, plot_path = args.json, args.plot
     if args.out:
         json_path = json_path or str(Path(args.out) / "bench.json")
@@ -41,20 +45,22 @@ def run(args: argparse.Namespace) -> int:
     paths, _, _ = images_and_annotations(args.data, args.max_images)
     settings = bench.BenchSettings(warmup=args.warmup, iterations=args.iterations, batch_size=args.batch_size,
                                    threads=args.threads, data=args.data)
-    threads_before = torch.get_num_threads()
-    if args.threads:  # the checkpoints, and our RoIAlign op inside ONNX Runtime, run on torch's threads
+    predictors = [load(path, threads=args.threads, **checkpoint_options(args)) for path in args.artifacts]
+    torch = sys.modules.get("torch")  # checkpoints run on torch's threads; a torch-free run has none to set
+    threads_before = torch.get_num_threads() if torch else None
+    if torch and args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predictors = [load(path, threads=args.threads, **checkpoint_options(args)) for path in args.artifacts]
         for path, predictor in zip(args.artifacts, predictors):
             if predictor.fixed_batch and predictor.fixed_batch != args.batch_size:
                 print(f"note: {path} has a static batch of {predictor.fixed_batch}: a call of {args.batch_size} "
                       f"images runs it {'padded with copies' if predictor.fixed_batch > args.batch_size else 'several times'}")
-        images = [load_image(path) for path in paths]  # decoded once, outside every timing
+        images = [load_rgb(path) for path in paths]  # decoded once (uint8 [H,W,3]), outside every timing
         times = bench.run_bench(predictors, args.artifacts, images, settings)
         report = bench.bench_report(times, settings, bench.machine_info(), num_images=len(images))
     finally:
-        torch.set_num_threads(threads_before)
+        if torch:
+            torch.set_num_threads(threads_before)
     for line in bench.summary_lines(report):
         print(line)
     if json_path:

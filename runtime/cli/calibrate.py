@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from maskrcnn_deploy.common.extras import require_extra
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from maskrcnn_deploy.calibration.ranges import METHODS
@@ -39,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.eval_data and args.fallback == "fp16":  # the AP budget writes the groups it keeps out of INT8 in fp16
+        require_extra("calibrate", "`maskrcnn-deploy calibrate --fallback fp16`")
     from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8
 
     options = CalibrateOptions(

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
-from maskrcnn_deploy.runtime.cli.checkpoint_options import add_checkpoint_options, checkpoint_options
+from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_checkpoint_options,
+    checkpoint_options,
+    require_torch_for_checkpoints,
+)
 from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILURE
 
 
@@ -49,12 +53,13 @@ def _tolerances(preset: str, settings: list[str]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.model.data.coco import unreadable_summary
+    from maskrcnn_deploy.model.data.images import unreadable_summary
     from maskrcnn_deploy.runtime import parity
     from maskrcnn_deploy.runtime.check import run_check
     from maskrcnn_deploy.runtime.report_html import write_check_html
 
     tolerances = _tolerances(args.tolerance, args.set)
+    require_torch_for_checkpoints("check", [args.reference, args.artifact])
     checked = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
                         checkpoint=checkpoint_options(args))
     report = checked.report

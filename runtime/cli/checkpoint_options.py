@@ -3,15 +3,23 @@
 The file kind is recognised without them (model/checkpoint_sources.py `detect_source`); `--source` overrides
 the guess, `--bn-eps` sets the backbone's BatchNorm eps of a torchvision file (FrozenBN with eps 0 for the
 COCO weights, 1e-5 for an ImageNet-only backbone: the file cannot tell).
+
+A checkpoint runs on PyTorch, the `[export]` extra: `require_torch_for_checkpoints` says so in one line (exit 3)
+where it is not installed; graphs and engines need no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Iterable
 
-from maskrcnn_deploy.model.checkpoint_sources import SOURCES
+from maskrcnn_deploy.common.extras import require_extra
+from maskrcnn_deploy.model.checkpoint_sources import SOURCES  # imports no torch (read at parser build)
 
-__all__ = ["add_checkpoint_options", "checkpoint_options"]
+__all__ = ["CHECKPOINT_SUFFIXES", "add_checkpoint_options", "checkpoint_options", "require_torch_for_checkpoints"]
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl")  # what runtime/load.py runs as the eager PyTorch model
 
 
 def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -25,3 +33,12 @@ def add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
 def checkpoint_options(args: argparse.Namespace) -> dict:
     """{"source": ..., "bn_eps": ...} for `load(...)`, `export_checkpoint(...)` and `run_check(...)`."""
     return {"source": args.source, "bn_eps": args.bn_eps}
+
+
+def require_torch_for_checkpoints(command: str, paths: Iterable[str | Path]) -> None:
+    """MissingExtraError (exit 3, naming `[export]`) when one of `paths` is a checkpoint and PyTorch is not
+    installed; nothing for .onnx graphs and engines."""
+    for path in paths:
+        if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
+            require_extra("export", f"`maskrcnn-deploy {command}` on the checkpoint {Path(path).name}",
+                          ("torch", "torchvision"))

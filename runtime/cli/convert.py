@@ -10,6 +10,7 @@ import argparse
 import time
 
 from maskrcnn_deploy.common.errors import UsageError
+from maskrcnn_deploy.common.extras import require_extra
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.fp16:
         raise UsageError("convert needs a target precision: --fp16")
+    require_extra("calibrate", "`maskrcnn-deploy convert --fp16`")
     t0 = time.monotonic()
     result = convert_fp16_file(args.model, args.output, data=args.data, ranges=args.ranges,
                                num_images=args.num_images, batch_size=args.batch_size, fp16_io=args.fp16_io)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_OK, EXIT_PARITY_FAILURE
 from maskrcnn_deploy.runtime.demo import DemoSettings
 
@@ -32,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("export", "`maskrcnn-deploy demo`")  # trains and exports, then writes the fp16 graph
+    require_extra("calibrate", "`maskrcnn-deploy demo`")
     from maskrcnn_deploy.runtime.demo import run_demo
 
     rows = run_demo(DemoSettings(out=Path(args.out), train_images=args.train_images, val_images=args.val_images,

@@ -11,7 +11,11 @@ import time
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
-from maskrcnn_deploy.runtime.cli.checkpoint_options import add_checkpoint_options, checkpoint_options
+from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_checkpoint_options,
+    checkpoint_options,
+    require_torch_for_checkpoints,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_torch_for_checkpoints("eval", [args.checkpoint])
     return evaluate_checkpoint(args.checkpoint, args.data, images=args.images, batch_size=args.batch_size,
                                max_images=args.max_images, out=args.out, resume=not args.no_resume,
                                **checkpoint_options(args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.runtime.cli.checkpoint_options import add_checkpoint_options, checkpoint_options
 
 
@@ -40,6 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("export", "`maskrcnn-deploy export`")  # torch, torchvision, onnxscript
     from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 
     t0 = time.monotonic()

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
-from maskrcnn_deploy.runtime.cli.checkpoint_options import add_checkpoint_options, checkpoint_options
+from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_checkpoint_options,
+    checkpoint_options,
+    require_torch_for_checkpoints,
+)
 from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 
 
@@ -29,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _image_paths(items: list[str], limit: int | None) -> list[Path]:
     """The image files named, folders expanded (UsageError for a path that is not there, or no image)."""
-    from maskrcnn_deploy.model.data.coco import list_images
+    from maskrcnn_deploy.model.data.images import list_images
 
     paths: list[Path] = []
     for item in items:
@@ -51,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
     """Draw the detections over each image as OUT/<image stem>.png. Every readable image is drawn;
     each unreadable one is named with its reason, and then the count makes the exit code 2."""
     from maskrcnn_deploy.export.preprocess import ImageFitError
-    from maskrcnn_deploy.model.data.coco import ImageLoadError, load_image, unreadable_summary
+    from maskrcnn_deploy.model.data.images import ImageLoadError, load_rgb, unreadable_summary
     from maskrcnn_deploy.runtime.load import load
     from maskrcnn_deploy.runtime.predictor import PredictorError
     from maskrcnn_deploy.runtime.visualize import draw_detections, save_png
 
     paths = _image_paths(args.images, args.limit)
+    require_torch_for_checkpoints("predict", [args.checkpoint])
     predictor = load(args.checkpoint, **checkpoint_options(args))
     class_names = predictor.class_names or \
         ["__background__"] + [f"class{i}" for i in range(1, predictor.config.num_classes)]
@@ -64,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     unreadable, unfit = [], []  # named apart: an image that does not fit was read
     for path, name in zip(paths, output_names(paths)):
         try:
-            image = load_image(path)
+            image = load_rgb(path)  # uint8 [H,W,3], no torch: predictors and drawing take it as it is
             det = predictor.predict([image], min_score=args.score_thresh)[0]  # pastes kept masks only
         except ImageLoadError as err:
             print(err, file=sys.stderr)

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.model.train_coco import PRESETS, CocoTraining
 
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(CocoTraining)}  # the recipe's defaults, one home
@@ -41,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_extra("export", "`maskrcnn-deploy train`", ("torch", "torchvision"))
     from maskrcnn_deploy.model.train_coco import coco_split, train_on_coco
     from maskrcnn_deploy.runtime.cli.eval import evaluate_checkpoint
 

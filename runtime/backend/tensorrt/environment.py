@@ -14,7 +14,8 @@ runs with a different plugin. So `maskrcnn-deploy build` writes `model.engine.js
      "package_version": "0.1.0", "build_time_utc": "2026-...Z", "build_seconds": 41.2,
      "builder": {...the options used...}, "onnx_metadata": {"maskrcnn_deploy": "<config json>"}}
 
-Everything here is pure Python (no TensorRT, no GPU), so every refusal can be tested anywhere.
+Everything here is pure Python (no TensorRT, no GPU; `require_cuda` asks cuda_memory.py, which imports its
+CUDA library on first use), so every refusal can be tested anywhere.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 
 from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
 from maskrcnn_deploy.common.files import file_digest, write_json
+from maskrcnn_deploy.runtime.backend.tensorrt import cuda_memory
+from maskrcnn_deploy.runtime.backend.tensorrt.cuda_memory import CudaUnavailableError
 
 __all__ = ["TensorRTError", "TensorRTUnavailableError", "EngineMetadata", "RuntimeEnvironment", "SCHEMA",
            "metadata_path", "sha256_file", "write_metadata", "read_metadata", "verify_engine_file",
@@ -207,15 +210,12 @@ def require_tensorrt(module: ModuleType | None) -> None:
 
 
 def require_cuda() -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of the current CUDA device, or a one-line error."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailableError("no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT needs "
-                                       "an NVIDIA GPU with a working driver; run this on a GPU machine")
-    device = torch.cuda.current_device()
-    major, minor = torch.cuda.get_device_capability(device)
-    return torch.cuda.get_device_name(device), f"{major}.{minor}"
+    """(GPU name, compute capability "major.minor") of the current CUDA device (cudaGetDeviceProperties, through
+    cuda_memory.py: cuda-python or pycuda), or a one-line TensorRTUnavailableError: no CUDA library, no GPU."""
+    try:
+        return cuda_memory.device_properties()
+    except CudaUnavailableError as err:
+        raise TensorRTUnavailableError(str(err)) from None
 
 
 def trt_major(version: str) -> int:

@@ -10,19 +10,30 @@ capability) the ones it was built for. Each refusal is one line saying to rebuil
 `maskrcnn-deploy build`. The model config and class names come from the ONNX metadata the build
 copied into the engine metadata, the input size from the engine's optimization profile.
 
-Execution uses TensorRT 10's name-based API (`set_input_shape`, `set_tensor_address`,
-`execute_async_v3`) with torch CUDA tensors as device buffers on a torch CUDA stream.
+Execution uses TensorRT 10's name-based API (`set_input_shape`, `set_tensor_address`, `execute_async_v3`)
+on device buffers from cuda_memory.py (cuda-python's runtime API, or pycuda), without torch. One run_raw:
+
+    inputs  -> page-locked host buffers -> copy_to_device_async  (stream S)
+    execute_async_v3(S)                                          (stream S)
+    outputs <- copy_to_host_async into page-locked host buffers  (stream S)
+    synchronize(S)                                               the only host wait, then the outputs are read
+
+Device and page-locked buffers are kept per tensor and grow when a larger shape comes (dynamic engines);
+`close()` releases them and the stream. Page-locked host memory makes the copies truly asynchronous (a
+copy from pageable memory may make the host wait, and pycuda's async copies require page-locked memory).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from maskrcnn_deploy.export.graph_io import read_graph_info
 from maskrcnn_deploy.model.config import MaskRCNNConfig
+from maskrcnn_deploy.runtime.backend.tensorrt import cuda_memory as cuda
 from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import (
     init_builtin_plugins,
     load_plugin_library,
@@ -82,6 +93,27 @@ def _plugin_for(meta: EngineMetadata, plugin: str | Path | None) -> Path | None:
     return Path(default_plugin_library())
 
 
+@dataclass
+class _Binding:
+    """One engine tensor's memory: page-locked host bytes and device bytes of the same capacity."""
+
+    host: np.ndarray              # uint8 [capacity], page-locked (cuda.pinned_empty)
+    device: cuda.DeviceBuffer
+
+    def view(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The first bytes of the host buffer as an array of `shape` and `dtype`."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return self.host[:nbytes].view(dtype).reshape(shape)
+
+
+def _numpy_dtypes() -> dict[Any, np.dtype]:
+    """TensorRT data type -> numpy dtype for the types this backend binds."""
+    return {trt.DataType.FLOAT: np.dtype(np.float32), trt.DataType.HALF: np.dtype(np.float16),
+            trt.DataType.INT32: np.dtype(np.int32), trt.DataType.INT64: np.dtype(np.int64),
+            trt.DataType.INT8: np.dtype(np.int8), trt.DataType.UINT8: np.dtype(np.uint8),
+            trt.DataType.BOOL: np.dtype(np.bool_)}
+
+
 class TensorRTPredictor(Predictor):
     """A `maskrcnn-deploy build` engine run by TensorRT on the current CUDA device."""
 
@@ -110,13 +142,20 @@ class TensorRTPredictor(Predictor):
         if context is None:
             raise TensorRTError(f"TensorRT could not create an execution context for {path} (GPU memory?)")
         self.engine, self.context = engine, context
+        self._bind_names(path)
+        self.bindings: dict[str, _Binding] = {}
+        self.stream: cuda.Stream | None = cuda.create_stream()
+        input_size, batch = engine_input_size(meta)
+        super().__init__(MaskRCNNConfig.from_dict(info["config"]), input_size, batch, info.get("class_names"),
+                         info.get("category_ids"))
+
+    def _bind_names(self, path: Path) -> None:
+        """Input and output names and their numpy dtypes; refuse a type or an input set we cannot bind."""
+        engine, dtypes = self.engine, _numpy_dtypes()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.input_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16, trt.DataType.INT32: torch.int32,
-                  trt.DataType.INT64: torch.int64, trt.DataType.INT8: torch.int8, trt.DataType.UINT8: torch.uint8,
-                  trt.DataType.BOOL: torch.bool}
-        self.dtypes: dict[str, torch.dtype] = {}
+        self.dtypes: dict[str, np.dtype] = {}
         for name in names:
             dtype = engine.get_tensor_dtype(name)
             if dtype not in dtypes:
@@ -124,21 +163,16 @@ class TensorRTPredictor(Predictor):
             self.dtypes[name] = dtypes[dtype]
         if set(self.input_names) != {"images", "image_sizes"}:
             raise TensorRTError(f"{path} has inputs {self.input_names}, not the deploy graph's images, image_sizes: "
-                                f"{rebuild_hint(meta)}")
-        self.device = torch.device("cuda", torch.cuda.current_device())
-        self.stream = torch.cuda.Stream(self.device)
-        input_size, batch = engine_input_size(meta)
-        super().__init__(MaskRCNNConfig.from_dict(info["config"]), input_size, batch, info.get("class_names"),
-                         info.get("category_ids"))
+                                f"{rebuild_hint(self.meta)}")
 
-    def _fit_profile(self, batch: torch.Tensor) -> torch.Tensor:
-        """Pad a batch smaller than the profile's minimum H, W with the image mean (what a static graph's
-        preprocessing does); refuse one outside the profile otherwise."""
+    def _fit_profile(self, batch: np.ndarray) -> np.ndarray:
+        """Pad a batch [B,3,H,W] smaller than the profile's minimum H, W with the image mean (what a static
+        graph's preprocessing does); refuse one outside the profile otherwise."""
         lo, hi = self.meta.input_profile["images"]["min"], self.meta.input_profile["images"]["max"]
         height, width = max(batch.shape[2], lo[2]), max(batch.shape[3], lo[3])
         if (height, width) != tuple(batch.shape[2:]):
-            mean = torch.tensor(self.config.image_mean, dtype=batch.dtype).reshape(1, 3, 1, 1)
-            padded = mean.expand(batch.shape[0], 3, height, width).clone()
+            mean = np.asarray(self.config.image_mean, dtype=batch.dtype).reshape(1, 3, 1, 1)
+            padded = np.broadcast_to(mean, (batch.shape[0], 3, height, width)).copy()
             padded[:, :, :batch.shape[2], :batch.shape[3]] = batch
             batch = padded
         shape = list(batch.shape)
@@ -148,29 +182,84 @@ class TensorRTPredictor(Predictor):
                                  "batch size inside it")
         return batch
 
-    @torch.inference_mode()
-    def run_raw(self, batch: torch.Tensor, sizes: torch.Tensor) -> dict[str, np.ndarray]:
-        """images [B,3,H,W] float32 0-1 (mean-padded), image_sizes [B,2] -> {output name: numpy [B,...]}."""
-        feeds = {"images": self._fit_profile(batch), "image_sizes": sizes}
-        outputs: dict[str, torch.Tensor] = {}
-        with torch.cuda.stream(self.stream):
-            bound = []  # keep the device inputs alive until the stream is done
-            for name in self.input_names:
-                tensor = feeds[name].to(self.device, self.dtypes[name]).contiguous()
-                if not self.context.set_input_shape(name, trt.Dims(list(tensor.shape))):
-                    raise PredictorError(f"TensorRT refused input {name} of shape {_text(tuple(tensor.shape))}")
-                self.context.set_tensor_address(name, tensor.data_ptr())
-                bound.append(tensor)
-            for name in self.output_names:
-                shape = _shape(self.context.get_tensor_shape(name))
-                if min(shape, default=0) < 0:
-                    raise TensorRTError(f"output {name} has a data-dependent shape {shape}; the deploy graph's outputs "
-                                        "are fixed-size: re-export it with `maskrcnn-deploy export`")
-                outputs[name] = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
-                self.context.set_tensor_address(name, outputs[name].data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _binding(self, name: str, shape: tuple[int, ...]) -> tuple[_Binding, np.ndarray]:
+        """The tensor's buffers, grown to hold `shape` (the old ones freed: no copy is in flight between
+        runs, each run ends with a synchronize), and the host view of that shape."""
+        dtype = self.dtypes[name]
+        nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+        binding = self.bindings.get(name)
+        if binding is None or binding.device.nbytes < nbytes:
+            if binding is not None:
+                self._release(binding)
+            binding = self.bindings[name] = _Binding(cuda.pinned_empty(nbytes), cuda.malloc(nbytes))
+        return binding, binding.view(shape, dtype)
+
+    def _enqueue_inputs(self, feeds: dict[str, np.ndarray], stream: cuda.Stream) -> None:
+        """Set each input's shape and address and queue its host-to-device copy on `stream`."""
+        for name in self.input_names:
+            array = feeds[name]
+            if not self.context.set_input_shape(name, trt.Dims(list(array.shape))):
+                raise PredictorError(f"TensorRT refused input {name} of shape {_text(array.shape)}")
+            binding, host = self._binding(name, array.shape)
+            np.copyto(host, array, casting="same_kind")
+            cuda.copy_to_device_async(binding.device, host, stream)
+            if not self.context.set_tensor_address(name, binding.device.ptr):
+                raise TensorRTError(f"TensorRT refused the device address of input {name}")
+
+    def _bind_outputs(self) -> dict[str, np.ndarray]:
+        """Set each output's device address; returns the host views the results will be copied to."""
+        hosts = {}
+        for name in self.output_names:
+            shape = _shape(self.context.get_tensor_shape(name))
+            if min(shape, default=0) < 0:
+                raise TensorRTError(f"output {name} has a data-dependent shape {shape}; the deploy graph's outputs "
+                                    "are fixed-size: re-export it with `maskrcnn-deploy export`")
+            binding, hosts[name] = self._binding(name, tuple(shape))
+            if not self.context.set_tensor_address(name, binding.device.ptr):
+                raise TensorRTError(f"TensorRT refused the device address of output {name}")
+        return hosts
+
+    def run_raw(self, batch: Any, sizes: Any) -> dict[str, np.ndarray]:
+        """images [B,3,H,W] float32 0-1 (mean-padded), image_sizes [B,2] float32 (numpy, or anything
+        np.asarray takes) -> {output name: numpy [B,...]} (float16 outputs as float32).
+
+        Copies in, the engine and copies out are queued on one stream; the host waits once, before reading."""
+        if self.stream is None:
+            raise PredictorError("this TensorRT predictor was closed")
+        stream = self.stream
+        images = self._fit_profile(np.asarray(batch, dtype=self.dtypes["images"]))
+        feeds = {"images": images, "image_sizes": np.asarray(sizes, dtype=self.dtypes["image_sizes"])}
+        try:
+            self._enqueue_inputs(feeds, stream)
+            hosts = self._bind_outputs()
+            if not self.context.execute_async_v3(stream.handle):
                 raise TensorRTError("TensorRT failed to run the engine (see its log above)")
-        self.stream.synchronize()
-        del bound
-        return {name: t.float().cpu().numpy() if t.dtype == torch.float16 else t.cpu().numpy()
-                for name, t in outputs.items()}
+            for name, host in hosts.items():
+                cuda.copy_to_host_async(host, self.bindings[name].device, stream)
+        finally:  # the one host wait; on a failure too, so that no queued copy outlives a buffer freed later
+            cuda.synchronize(stream)
+        # copies: the page-locked buffers are reused by the next run
+        return {name: host.astype(np.float32) if host.dtype == np.float16 else host.copy()
+                for name, host in hosts.items()}
+
+    @staticmethod
+    def _release(binding: _Binding) -> None:
+        cuda.free(binding.device)
+        cuda.free_pinned(binding.host)
+
+    def close(self) -> None:
+        """Release the device and page-locked buffers and the stream (run_raw refuses to run afterwards)."""
+        stream, self.stream = getattr(self, "stream", None), None
+        if stream is None:
+            return
+        cuda.synchronize(stream)
+        for binding in self.bindings.values():
+            self._release(binding)
+        self.bindings.clear()
+        cuda.destroy_stream(stream)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the CUDA library may already be gone
+            pass
