@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
+import numpy as np
 from pycocotools.coco import COCO
 
 from maskrcnn_deploy.common.progress import Progress
-from maskrcnn_deploy.model.data.coco import ImageLoadError, images_and_annotations, load_image
+from maskrcnn_deploy.model.data.images import ImageLoadError, images_and_annotations, load_rgb
 from maskrcnn_deploy.model.evaluation import coco_ap
 from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.evaluate import category_ids_of
@@ -61,7 +61,7 @@ class CheckRun:
 @dataclass
 class CheckImages:
     paths: list[Path]
-    images: list[torch.Tensor]        # decoded [3,H,W] float 0-1
+    images: list[np.ndarray]          # decoded uint8 [H,W,3] (model/data/images.py load_rgb)
     coco: COCO | None                 # None for a folder of images (no AP)
     ids: list[int] | None
     unreadable: dict[Path, str] = field(default_factory=dict)  # folder images left out -> why
@@ -77,11 +77,11 @@ def load_check_images(data: str | Path, max_images: int | None = None) -> CheckI
     """
     paths, coco, ids = images_and_annotations(data, max_images)
     if coco is not None:
-        return CheckImages(paths, [load_image(p) for p in paths], coco, ids)
+        return CheckImages(paths, [load_rgb(p) for p in paths], coco, ids)
     readable, images, unreadable = [], [], {}
     for path in paths:
         try:
-            images.append(load_image(path))
+            images.append(load_rgb(path))
             readable.append(path)
         except ImageLoadError as err:
             unreadable[Path(path)] = str(err)
@@ -97,7 +97,7 @@ def side_ap(predictor: Predictor, detections: Sequence[dict], coco: COCO | None,
     return None if coco is None else coco_ap(coco, ids, detections, category_ids_of(predictor))
 
 
-def predict_side(path: str | Path, images: Sequence[torch.Tensor], coco: COCO | None, ids: Sequence[int] | None,
+def predict_side(path: str | Path, images: Sequence[np.ndarray], coco: COCO | None, ids: Sequence[int] | None,
                  role: str, threads: int | None = None, predictor: Predictor | None = None) -> SideRun:
     """Run one model (`predictor`, or `load(path)`) on `images` one at a time, timing each call; with a
     progress line labelled `role` ("reference", "artifact")."""

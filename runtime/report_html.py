@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from maskrcnn_deploy.common.files import write_text
-from maskrcnn_deploy.model.data.coco import load_image
+from maskrcnn_deploy.model.data.images import load_rgb
 from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.check import CheckRun, DetectionMatch, rank_matches
-from maskrcnn_deploy.runtime.visualize import draw_detections, save_png, to_uint8_rgb
+from maskrcnn_deploy.runtime.visualize import draw_detections, save_png
 
 __all__ = ["write_check_html", "write_summary_html", "PASS_COLOR", "FAIL_COLOR", "PANEL_MAX_PX"]
 
@@ -225,7 +225,7 @@ def _overlay_pair(run: CheckRun, image_entries: list[DetectionMatch]) -> tuple[I
     """Reference and artifact drawings of one image: a matched pair has one colour on both sides; a detection
     without partner is framed black and white."""
     i = image_entries[0].image
-    image = to_uint8_rgb(load_image(run.image_paths[i]))
+    image = load_rgb(run.image_paths[i])
     size = image.shape[:2]
     factor = max(1, OVERLAY_TARGET_PX // max(size))
     image = _enlarge(image, factor)
