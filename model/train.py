@@ -194,10 +194,14 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
 
     final = out_dir / "model_final.pt"
     save(final, iteration)
-    (out_dir / "train_summary.json").write_text(json.dumps(
-        {"iterations": iteration, "wall_s": round(time.monotonic() - t0, 1),
-         "final_losses": {k: round(v, 5) for k, v in smoothed.items()}}, indent=2))
+    _write_summary(out_dir / "train_summary.json", iteration, time.monotonic() - t0, smoothed)
     return final
+
+
+def _write_summary(path: Path, iterations: int, wall_s: float, smoothed: dict[str, float]) -> None:
+    """train_summary.json: iterations done, wall seconds of this run, the smoothed final losses."""
+    path.write_text(json.dumps({"iterations": iterations, "wall_s": round(wall_s, 1),
+                                "final_losses": {k: round(v, 5) for k, v in smoothed.items()}}, indent=2))
 
 
 def _starting_point(cfg: TrainConfig, model_config: MaskRCNNConfig | None, resume: bool,
