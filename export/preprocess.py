@@ -73,9 +73,8 @@ def preprocess_images(images: Sequence, config: MaskRCNNConfig, input_size: tupl
     float32_source = torch_float32_source()
     resized = [resize_bilinear(image, fit.scale(*image.shape[-2:]), float32_source) for image in images]
     if input_size is None:
-        d = config.size_divisible
-        input_size = (int(math.ceil(max(r.shape[-2] for r in resized) / d) * d),
-                      int(math.ceil(max(r.shape[-1] for r in resized) / d) * d))
+        input_size = padded_size(max(r.shape[-2] for r in resized), max(r.shape[-1] for r in resized),
+                                 config.size_divisible)
     batch = np.empty((len(resized), 3, *input_size), dtype=np.float32)                   # [B,3,Hp,Wp]
     batch[:] = np.asarray(config.image_mean, dtype=np.float32).reshape(3, 1, 1)
     for img, slot in zip(resized, batch):
@@ -85,6 +84,12 @@ def preprocess_images(images: Sequence, config: MaskRCNNConfig, input_size: tupl
         slot[:, :img.shape[-2], :img.shape[-1]] = img
     sizes = np.array([[r.shape[-2], r.shape[-1]] for r in resized], dtype=np.float32).reshape(-1, 2)  # [B,2]
     return batch, sizes
+
+
+def padded_size(height: float, width: float, size_divisible: int) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of size_divisible: what the eager model pads an image (or a batch) to."""
+    return (int(math.ceil(height / size_divisible) * size_divisible),
+            int(math.ceil(width / size_divisible) * size_divisible))
 
 
 def check_roi_scale(sizes, input_size: tuple[int, int], size_divisible: int) -> None:
@@ -98,7 +103,7 @@ def check_roi_scale(sizes, input_size: tuple[int, int], size_divisible: int) -> 
     image is refused rather than answered differently. sizes: [B,2] resized (h, w).
     """
     for h, w in np.asarray(sizes).tolist():
-        padded = (math.ceil(h / size_divisible) * size_divisible, math.ceil(w / size_divisible) * size_divisible)
+        padded = padded_size(h, w, size_divisible)
         if round(math.log2(padded[0] / h)) > 0 and tuple(padded) != tuple(input_size):
             raise ImageFitError(
                 f"an image resized to {int(h)}x{int(w)} px is too short for this graph's {input_size[0]}x{input_size[1]} "

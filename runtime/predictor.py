@@ -38,7 +38,7 @@ from maskrcnn_deploy.model.data.images import load_rgb, to_float_chw
 from maskrcnn_deploy.model.fit import Fit
 from maskrcnn_deploy.model.resize_paste_numpy import masks_array, paste_masks, rle_encode
 
-__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_array", "resize_boxes", "STAGES"]
+__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_array", "resize_boxes", "add_stage_times", "STAGES"]
 
 # the parts of one predict call that `predict(..., timings=)` times (runtime/bench.py reports them)
 STAGES = ("preprocess", "inference", "postprocess")
@@ -117,6 +117,14 @@ def _binary_masks(small: np.ndarray, boxes: np.ndarray, size: tuple[int, int], t
     return masks
 
 
+def add_stage_times(timings: dict[str, float] | None, t0: float, t1: float, t2: float) -> None:
+    """Add one predict call's STAGES seconds to `timings` (None: nothing): preprocess t0..t1, inference t1..t2,
+    postprocess t2..now (time.perf_counter() instants)."""
+    if timings is not None:
+        for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+            timings[stage] = timings.get(stage, 0.0) + seconds
+
+
 class Predictor:
     """Common driver: subclasses provide `run_raw(batch, sizes) -> {output name: numpy [B,...]}`."""
 
@@ -167,9 +175,7 @@ class Predictor:
             raw = self.run_raw(batch, sizes)
             t2 = time.perf_counter()
             results.extend(detections_from_raw(raw, sizes, originals, mask_threshold, min_score))
-            if timings is not None:
-                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
-                    timings[stage] = timings.get(stage, 0.0) + seconds
+            add_stage_times(timings, t0, t1, t2)
         return results
 
 

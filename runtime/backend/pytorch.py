@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 
 from maskrcnn_deploy.model.checkpoint import load_checkpoint
 from maskrcnn_deploy.model.fit import Fit
-from maskrcnn_deploy.runtime.predictor import STAGES, Predictor, as_image_array
+from maskrcnn_deploy.runtime.predictor import Predictor, add_stage_times, as_image_array
 
 __all__ = ["EagerPredictor", "DeployTorchPredictor"]
 
@@ -51,9 +51,7 @@ class EagerPredictor(Predictor):
                 (out,) = self.model([tensor])  # boxes in original pixels, masks [D,1,H,W] pasted probabilities
             t2 = time.perf_counter()
             results.append(_detection_dict(out, mask_threshold, min_score))
-            if timings is not None:
-                for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, time.perf_counter() - t2)):
-                    timings[stage] = timings.get(stage, 0.0) + seconds
+            add_stage_times(timings, t0, t1, t2)
         return results
 
     @torch.inference_mode()
