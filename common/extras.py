@@ -7,6 +7,9 @@ adds the packages of some commands:
     export     torch, torchvision, onnxscript   train, export, eval/predict/check/bench of .pt checkpoints, demo
     calibrate  onnxconverter-common             convert --fp16, calibrate (its fp16 fallback)
     tensorrt   cuda-python's bindings           TensorRT engines (TensorRT itself: NVIDIA's wheels or JetPack)
+    openvino   OpenVINO                         --backend openvino and its CPU INT8 flavour
+    ray        Ray (with Ray Data)              check/eval --ray: images spread over a Ray cluster
+    triton     tritonclient (gRPC)              package triton's client example; parsing config.pbtxt
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "export": ("PyTorch", ("torch", "torchvision", "onnxscript")),
     "calibrate": ("onnxconverter-common", ("onnxconverter_common",)),
     "tensorrt": ("cuda-python", ("cuda",)),
+    "openvino": ("OpenVINO", ("openvino",)),
+    "ray": ("Ray", ("ray",)),
+    "triton": ("tritonclient", ("tritonclient",)),
 }
 
 
