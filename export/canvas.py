@@ -27,7 +27,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-from maskrcnn_deploy.model.anchors import cell_anchors
+from maskrcnn_deploy.model.anchors import cell_anchors, detectron2_grid_anchors
 
 __all__ = ["FEATURE_STRIDES", "padded_extent", "extent_masking", "image_anchors", "replicate_edges"]
 
@@ -108,13 +108,18 @@ def extent_masking(module: nn.Module, extent: Tensor, canvas: tuple, stride: int
             h.remove()
 
 
-def image_anchors(map_sizes: list, extent: Tensor, sizes: tuple, ratios: tuple) -> tuple[Tensor, Tensor]:
+def image_anchors(map_sizes: list, extent: Tensor, sizes: tuple, ratios: tuple, rule: str = "torchvision",
+                  offset: float = 0.0) -> tuple[Tensor, Tensor]:
     """The eager model's anchors of each image on the canvas maps: anchors [B,A,4] (level-major, then
     (y, x, anchor) over the canvas map, as model/anchors.py) and inside [B,A] bool (on the eager map).
 
     Level l's eager map has ceil(extent / FEATURE_STRIDES[l]) cells and, as torchvision, stride
     extent // cells (integer division), so the anchors of a cell are those the eager model gives it.
+    rule "detectron2" (model/config.py anchor_rule): Detectron2's unrounded anchors at the fixed strides,
+    centres at (offset + i) * stride, the same for every image.
     """
+    if rule == "detectron2":
+        return _detectron2_image_anchors(map_sizes, extent, sizes, ratios, offset)
     anchors, inside = [], []
     for (h, w), level_sizes, nominal in zip(map_sizes, sizes, FEATURE_STRIDES):
         base = cell_anchors(level_sizes, ratios, extent.dtype, extent.device)               # [A_l,4]
@@ -130,6 +135,24 @@ def image_anchors(map_sizes: list, extent: Tensor, sizes: tuple, ratios: tuple) 
         ok = _inside(cells, h, w, extent.device).reshape(extent.shape[0], -1, 1)           # [B,h*w,1]
         inside.append(ok.expand(-1, -1, base.shape[0]).reshape(extent.shape[0], -1))
     return torch.cat(anchors, dim=1), torch.cat(inside, dim=1)
+
+
+def _detectron2_image_anchors(map_sizes: list, extent: Tensor, sizes: tuple, ratios: tuple, offset: float
+                              ) -> tuple[Tensor, Tensor]:
+    """`image_anchors` by Detectron2's rule (model/anchors.py `detectron2_grid_anchors`, with tensor sizes so
+    a dynamic export keeps them symbolic): [B,A,4] (every image's the same) and inside [B,A]."""
+    B = extent.shape[0]
+    anchors, inside = [], []
+    for (h, w), level_sizes, stride in zip(map_sizes, sizes, FEATURE_STRIDES):
+        base = detectron2_grid_anchors([(1, 1)], [stride], (level_sizes,), ratios, 0.0, extent.device)  # [A_l,4]
+        ys = (torch.arange(h, device=extent.device, dtype=torch.float32) + offset) * stride
+        xs = (torch.arange(w, device=extent.device, dtype=torch.float32) + offset) * stride
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")                                     # [h,w]
+        shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)                    # [h*w,1,4]
+        anchors.append((shifts + base[None]).reshape(-1, 4).to(extent.dtype))
+        ok = _inside(_cells(extent, stride, stride), h, w, extent.device).reshape(B, -1, 1)  # [B,h*w,1]
+        inside.append(ok.expand(-1, -1, base.shape[0]).reshape(B, -1))
+    return torch.cat(anchors, dim=0)[None].expand(B, -1, -1), torch.cat(inside, dim=1)
 
 
 def replicate_edges(feats: list[Tensor], extent: Tensor) -> list[Tensor]:

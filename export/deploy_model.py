@@ -1,8 +1,8 @@
 """The deploy graph: Mask R-CNN inference with fixed-size tensors end to end, so torch.export
 (and so ONNX and TensorRT) sees no data-dependent shapes.
 
-    images      [B,3,H,W] float 0-1, already resized and padded by the runtime (padding = image_mean,
-                which normalises to exactly 0, as the training batcher's zero padding)
+    images      [B,3,H,W] float 0-1 RGB, already resized and padded by the runtime (padding =
+                MaskRCNNConfig.input_pad_value, which normalises to 0, as the eager model's zero padding)
     image_sizes [B,2] float (height, width) of each resized image inside the padding
  -> boxes [B,N,4] (resized-image pixels), scores [B,N], labels [B,N] int64, masks [B,N,28,28]
     (probability of the predicted class), num_detections [B] int64; N = max detections, zero-padded.
@@ -13,6 +13,10 @@ would have dropped (small, below the score threshold, suppressed, past top-k) sc
 reach the output. NMS is `nms_keep` (export/nms.py) and RoIAlign the native fused op. Each image
 sees only its own padded extent (export/canvas.py: features, anchors, RoIAlign edges), as the eager
 model sees it at batch 1, so the detections do not depend on the canvas it is padded to.
+
+Both rule sets of model/config.py are implemented: torchvision's, and Detectron2's (a model read from a
+Detectron2 checkpoint: BGR 0-255 input, unrounded anchors at fixed strides, proposals ranked by logits with
+sides > min size, background as the last class, no small-box filter, RoIAlign at 1 / stride).
 """
 
 from __future__ import annotations
@@ -21,25 +25,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
-from maskrcnn_deploy.model.roi_align import multilevel_roi_align
+from maskrcnn_deploy.model.roi_align import FPN_SCALES, multilevel_roi_align
 
 from .canvas import FEATURE_STRIDES, extent_masking, image_anchors, padded_extent, replicate_edges
 from .nms import nms_keep, offset_by_class
 
-__all__ = ["DeployMaskRCNN", "OUTPUT_NAMES", "UnsupportedModelError"]
+__all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
 
 OUTPUT_NAMES = ("boxes", "scores", "labels", "masks", "num_detections")
 _INVALID = -1.0  # score of a dropped candidate; every threshold below is >= 0
-FPN_SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]  # P2..P5 (the backbone's strides)
+# Detectron2 ranks proposals by logits, any real number: a dropped one scores -inf and NMS takes those above
+# the lowest float32 (ONNX's NonMaxSuppression keeps scores > score_threshold).
+_INVALID_LOGIT, _ANY_LOGIT = float("-inf"), -3.4028234663852886e38
 # TensorRT's INMSLayer (what an ONNX NonMaxSuppression becomes) considers only the K highest-scoring boxes
 # per image, "K is 2000 for SM 5.3 and 6.2 devices, and 5000 otherwise" (NvInfer.h, INMSLayer, TensorRT
 # 10.14 and 11.1); the box-head NMS takes at most this many candidates, so every backend sees the same ones.
 NMS_MAX_CANDIDATES = 5000
-# The config fields whose non-torchvision values the deploy graph does not implement (yet).
-TORCHVISION_RULES = {"transform_rule": "torchvision", "anchor_rule": "torchvision", "proposal_rule": "torchvision",
-                     "background_class": "first"}
 
 
 def _clip(boxes: Tensor, image_sizes: Tensor) -> Tensor:
@@ -51,9 +53,10 @@ def _clip(boxes: Tensor, image_sizes: Tensor) -> Tensor:
     return torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), dim=-1)
 
 
-def _big_enough(boxes: Tensor, min_size: float) -> Tensor:
-    """[..., 4] -> [...] bool: width and height both >= min_size."""
-    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
+def _big_enough(boxes: Tensor, min_size: float, strictly: bool = False) -> Tensor:
+    """[..., 4] -> [...] bool: width and height both >= min_size (> min_size when strictly)."""
+    w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    return ((w > min_size) & (h > min_size)) if strictly else ((w >= min_size) & (h >= min_size))
 
 
 def torchvision_roi_scale(extent: Tensor, image_sizes: Tensor) -> Tensor:
@@ -84,25 +87,12 @@ def _gather(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index.reshape(shape).expand(index.shape + x.shape[2:]))
 
 
-class UnsupportedModelError(BadInputError, ValueError):
-    """A model whose rules the deploy graph does not implement (a Detectron2-rule model); exit code 2."""
-
-
 class DeployMaskRCNN(nn.Module):
     """Inference-only, fixed-shape view of a trained `MaskRCNN` (shares its weights)."""
 
     def __init__(self, model: MaskRCNN, max_detections: int | None = None):
         super().__init__()
         cfg = model.config
-        # The graph implements torchvision's rules only; a Detectron2-rule model (model/config.py
-        # detectron2_mask_rcnn) would export silently wrong, so it is refused until the graph has them.
-        other = {name: getattr(cfg, name) for name, torchvision_rule in TORCHVISION_RULES.items()
-                 if getattr(cfg, name) != torchvision_rule}
-        if other:
-            raise UnsupportedModelError(
-                f"the deploy graph implements torchvision's Mask R-CNN rules only, and this model uses "
-                f"{', '.join(f'{k}={v!r}' for k, v in other.items())} (a Detectron2 model): run it with "
-                "the PyTorch predictor (`predict`/`eval` on the checkpoint); its export is not supported yet")
         self.cfg = cfg
         self.backbone, self.rpn, self.roi_heads = model.backbone, model.rpn, model.roi_heads
         self.max_detections = int(max_detections or cfg.detections_per_img)
@@ -110,12 +100,19 @@ class DeployMaskRCNN(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.image_std).reshape(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        x = (images - self.mean) / self.std
-        extent = padded_extent(image_sizes, self.cfg.size_divisible)  # [B,2] what the eager model pads to
+        cfg = self.cfg
+        x = images * cfg.input_scale if cfg.input_scale != 1.0 else images  # Detectron2: 0-255
+        if cfg.input_format == "BGR":
+            x = x.flip(1)
+        x = (x - self.mean) / self.std
+        extent = padded_extent(image_sizes, cfg.size_divisible)  # [B,2] what the eager model pads to
         with extent_masking(self.backbone, extent, tuple(x.shape[-2:])):  # export/canvas.py
             feats = self.backbone(x)  # P2..P6
         proposals, proposal_ok = self.propose(feats, extent, image_sizes)
-        roi_scale = torchvision_roi_scale(extent, image_sizes)  # [B] 1 but for short images, see below
+        if cfg.infers_roi_scales:
+            roi_scale = torchvision_roi_scale(extent, image_sizes)  # [B] 1 but for short images, see below
+        else:
+            roi_scale = torch.ones_like(image_sizes[:, 0])  # Detectron2 pools at 1 / stride
         return self.detect(replicate_edges(feats[:4], extent), proposals, proposal_ok, image_sizes, roi_scale)
 
     # ---- RPN --------------------------------------------------------------------------------------------------------
@@ -131,7 +128,9 @@ class DeployMaskRCNN(nn.Module):
             deltas.append(delta)
         B = feats[0].shape[0]
         anchors, inside = image_anchors([f.shape[-2:] for f in feats], extent, cfg.anchor_sizes,
-                                        cfg.anchor_ratios)  # [B,A,4], [B,A]
+                                        cfg.anchor_ratios, cfg.anchor_rule, cfg.anchor_offset)  # [B,A,4], [B,A]
+        detectron2 = cfg.proposal_rule == "detectron2"  # rank by logits, sides > min size, no score threshold
+        invalid = _INVALID_LOGIT if detectron2 else _INVALID
         scores, boxes, levels, ok = [], [], [], []
         offset = 0
         for lvl, (logit, delta) in enumerate(zip(logits, deltas)):
@@ -147,26 +146,30 @@ class DeployMaskRCNN(nn.Module):
             idx = torch.where(idx < n, idx, torch.zeros_like(idx))
             decoded = self.rpn.coder.decode(_gather(reg, idx).reshape(-1, 4),
                                             _gather(anchors[:, offset:offset + n], idx).reshape(-1, 4)).reshape(B, k, 4)
-            scores.append(torch.where(valid, torch.sigmoid(top), torch.full_like(top, _INVALID)))
+            score = top if detectron2 else torch.sigmoid(top)
+            scores.append(torch.where(valid, score, torch.full_like(top, invalid)))
             boxes.append(decoded)
             levels.append(torch.full((B, k), float(lvl), device=top.device))
             ok.append(valid)
             offset += n
         scores, boxes, levels = torch.cat(scores, 1), _clip(torch.cat(boxes, 1), image_sizes), torch.cat(levels, 1)
-        ok = torch.cat(ok, 1) & _big_enough(boxes, cfg.rpn_min_size) & (scores >= cfg.rpn_score_thresh)
-        scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
-        keep = nms_keep(offset_by_class(boxes, levels), scores, cfg.rpn_nms_thresh, _INVALID)
-        scores = torch.where(keep, scores, torch.full_like(scores, _INVALID))
+        ok = torch.cat(ok, 1) & _big_enough(boxes, cfg.rpn_min_size, strictly=detectron2)
+        if not detectron2:
+            ok = ok & (scores >= cfg.rpn_score_thresh)
+        scores = torch.where(ok, scores, torch.full_like(scores, invalid))
+        keep = nms_keep(offset_by_class(boxes, levels), scores, cfg.rpn_nms_thresh, _ANY_LOGIT if detectron2 else invalid)
+        scores = torch.where(keep, scores, torch.full_like(scores, invalid))
         post_n = min(cfg.rpn_post_nms_top_n_test, scores.shape[1])
         top, idx = scores.topk(post_n, dim=1)                      # sorted by score, like torchvision
-        return _gather(boxes, idx), top > _INVALID
+        return _gather(boxes, idx), top > invalid
 
     # ---- box and mask heads -------------------------------------------------------------------------------------------
     def _pool(self, feats: list[Tensor], boxes: Tensor, output_size: int, roi_scale: Tensor) -> Tensor:
         """Fused RoIAlign of boxes [B,M,4], magnified by roi_scale [B], on P2..P5 (strides 4..32)
         -> [B*M, C, out, out]."""
         cfg = self.cfg
-        return multilevel_roi_align(feats, _rois(boxes * roi_scale[:, None, None]), output_size, FPN_SCALES, cfg.roi_sampling_ratio, cfg.roi_aligned,
+        return multilevel_roi_align(feats, _rois(boxes * roi_scale[:, None, None]), output_size, FPN_SCALES,
+                                    cfg.roi_sampling_ratio, cfg.roi_aligned,
                                     cfg.canonical_scale, cfg.canonical_level, cfg.level_mapper_eps)
 
     def detect(self, feats: list[Tensor], proposals: Tensor, proposal_ok: Tensor, image_sizes: Tensor,
@@ -174,14 +177,19 @@ class DeployMaskRCNN(nn.Module):
         cfg, heads = self.cfg, self.roi_heads
         B, P = proposals.shape[:2]
         x = heads.box_head(self._pool(feats, proposals, cfg.box_roi_output_size, roi_scale))
-        class_logits, box_deltas = heads.box_predictor(x)           # [B*P,K], [B*P,4K]
-        K = class_logits.shape[1]
-        boxes = heads.coder.decode(box_deltas, proposals.reshape(-1, 4)).reshape(B, P, K, 4)
-        boxes = _clip(boxes, image_sizes)[:, :, 1:].reshape(B, P * (K - 1), 4)
-        scores = F.softmax(class_logits, -1).reshape(B, P, K)[:, :, 1:].reshape(B, P * (K - 1))
+        class_logits, box_deltas = heads.box_predictor(x)           # [B*P,K], [B*P,4K] (4(K-1): Detectron2)
+        K = class_logits.shape[1]                                   # classes with background
+        boxes = heads.coder.decode(box_deltas, proposals.reshape(-1, 4)).reshape(B, P, -1, 4)
+        probs = F.softmax(class_logits, -1).reshape(B, P, K)
+        if cfg.background_class == "last":                         # Detectron2: boxes for foreground only
+            boxes, probs = _clip(boxes, image_sizes), probs[:, :, :-1]
+        else:
+            boxes, probs = _clip(boxes, image_sizes)[:, :, 1:], probs[:, :, 1:]
+        boxes, scores = boxes.reshape(B, P * (K - 1), 4), probs.reshape(B, P * (K - 1))
         labels = torch.arange(1, K, device=scores.device).repeat(B, P, 1).reshape(B, P * (K - 1))
-        ok = proposal_ok[:, :, None].expand(B, P, K - 1).reshape(B, -1) & _big_enough(boxes, 1e-2) \
-            & (scores > cfg.box_score_thresh)
+        ok = proposal_ok[:, :, None].expand(B, P, K - 1).reshape(B, -1) & (scores > cfg.box_score_thresh)
+        if cfg.box_min_size > 0:                                    # Detectron2 keeps every size (0)
+            ok = ok & _big_enough(boxes, cfg.box_min_size)
         scores = torch.where(ok, scores, torch.full_like(scores, _INVALID))
         if scores.shape[1] > NMS_MAX_CANDIDATES:  # P*(K-1) candidates, e.g. 1000*80 for COCO
             scores, best = scores.topk(NMS_MAX_CANDIDATES, dim=1)     # [B,5000], sorted by score
@@ -197,6 +205,7 @@ class DeployMaskRCNN(nn.Module):
         mask_x = heads.mask_head(self._pool(feats, det_boxes, cfg.mask_roi_output_size, roi_scale))
         mask_logits = heads.mask_predictor(mask_x)                  # [B*N,K,28,28]
         M = mask_logits.shape[-1]
-        picked = torch.gather(mask_logits, 1, det_labels.reshape(B * n, 1, 1, 1).expand(B * n, 1, M, M))
+        column = heads.column(det_labels).clamp(min=0)              # Detectron2: label - 1; padding rows: 0
+        picked = torch.gather(mask_logits, 1, column.reshape(B * n, 1, 1, 1).expand(B * n, 1, M, M))
         masks = torch.sigmoid(picked).reshape(B, n, M, M) * valid[..., None, None]
         return det_boxes, det_scores, det_labels, masks, valid.sum(dim=1)

@@ -6,9 +6,10 @@ same pixels as the graphs:
 
     resize : by `fit` (short side test_min_size, long side <= max_size, and inside a static graph's
              canvas; bilinear with torch's scale-factor rule: model/resize_paste_numpy.py
-             `resize_bilinear`, equal to model/transform.py's torch resize to <= 1e-5)
-    pad    : bottom/right with the image mean (0 after the in-graph normalisation) to the graph's static
-             size, or to a multiple of size_divisible for dynamic graphs
+             `resize_bilinear`, equal to model/transform.py's torch resize to <= 1e-5; a Detectron2 model's
+             fit resizes the uint8 image with PIL: `resize_uint8_chw`)
+    pad    : bottom/right with the image mean (`MaskRCNNConfig.input_pad_value`: 0 after the in-graph
+             normalisation) to the graph's static size, or to a multiple of size_divisible for dynamic graphs
 
 No torch is imported here: predictors of .onnx graphs and engines run where it is not installed.
 """
@@ -25,7 +26,7 @@ import numpy as np
 from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.fit import Fit
-from maskrcnn_deploy.model.resize_paste_numpy import resize_bilinear
+from maskrcnn_deploy.model.resize_paste_numpy import resize_bilinear, resize_uint8_chw
 
 __all__ = ["ImageFitError", "check_fits", "preprocess_images", "check_roi_scale", "torch_float32_source"]
 
@@ -70,13 +71,16 @@ def preprocess_images(images: Sequence, config: MaskRCNNConfig, input_size: tupl
     images = [np.asarray(image, dtype=np.float32) for image in images]
     for image in images:
         check_fits(image, fit)
-    float32_source = torch_float32_source()
-    resized = [resize_bilinear(image, fit.scale(*image.shape[-2:]), float32_source) for image in images]
+    if fit.resize == "detectron2":
+        resized = [resize_uint8_chw(image, fit.resized_size(*image.shape[-2:])) for image in images]
+    else:
+        float32_source = torch_float32_source()
+        resized = [resize_bilinear(image, fit.scale(*image.shape[-2:]), float32_source) for image in images]
     if input_size is None:
         input_size = padded_size(max(r.shape[-2] for r in resized), max(r.shape[-1] for r in resized),
                                  config.size_divisible)
     batch = np.empty((len(resized), 3, *input_size), dtype=np.float32)                   # [B,3,Hp,Wp]
-    batch[:] = np.asarray(config.image_mean, dtype=np.float32).reshape(3, 1, 1)
+    batch[:] = np.asarray(config.input_pad_value(), dtype=np.float32).reshape(3, 1, 1)
     for img, slot in zip(resized, batch):
         if img.shape[-2] > input_size[0] or img.shape[-1] > input_size[1]:  # only with a fit for another canvas
             raise ImageFitError(f"an image resized to {img.shape[-2]}x{img.shape[-1]} does not fit the graph's static "

@@ -109,6 +109,19 @@ class MaskRCNNConfig:
     def test_min_size(self) -> int:
         return self.min_size[-1] if isinstance(self.min_size, (tuple, list)) else self.min_size
 
+    @property
+    def infers_roi_scales(self) -> bool:
+        """Whether RoIAlign infers each FPN level's scale from the image height as torchvision's
+        MultiScaleRoIAlign does (model/roi_align.py `infer_scales`: 2x on short images), or pools at
+        1 / stride as Detectron2's ROIPooler does (its models are the transform_rule="detectron2" ones)."""
+        return self.transform_rule != "detectron2"
+
+    def input_pad_value(self) -> tuple[float, float, float]:
+        """The RGB 0-1 pixel that the model's normalisation maps to exactly 0 (its mean in input units):
+        graphs' inputs are padded with it, as the eager model zero-pads normalised images."""
+        mean = [m / self.input_scale for m in self.image_mean]
+        return tuple(mean[::-1] if self.input_format == "BGR" else mean)
+
 
 _CHOICES = {
     "anchor_rule": ("torchvision", "detectron2"),

@@ -17,6 +17,8 @@ Facts from facebookresearch/detectron2 @ 02b5c4e2 (the code is this project's ow
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,20 +26,11 @@ from PIL import Image
 from torch import Tensor
 
 from .fit import Fit
+from .resize_paste_numpy import resize_uint8
 from .transform import batch_images
 
-__all__ = ["shortest_edge_size", "to_uint8", "resize_uint8", "preprocess_detectron2", "paste_masks_detectron2",
+__all__ = ["to_uint8", "preprocess_detectron2", "paste_masks_detectron2",
            "postprocess_detectron2"]
-
-
-def shortest_edge_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """(h, w) after ResizeShortestEdge: short side -> min_size, long side capped at max_size, int(x + 0.5)."""
-    scale = min_size * 1.0 / min(height, width)
-    new_h, new_w = (min_size * 1.0, scale * width) if height < width else (scale * height, min_size * 1.0)
-    if max(new_h, new_w) > max_size:
-        scale = max_size * 1.0 / max(new_h, new_w)
-        new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
 
 
 def to_uint8(image: Tensor) -> np.ndarray:
@@ -47,22 +40,13 @@ def to_uint8(image: Tensor) -> np.ndarray:
     return image.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
-def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 [H,W,C] -> [h,w,C] with PIL's bilinear filter (which antialiases when shrinking)."""
-    if image.shape[:2] == tuple(size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
-
-
 def preprocess_detectron2(images: list[Tensor], cfg, fit: Fit | None = None) -> tuple[Tensor, list[tuple[int, int]]]:
     """RGB images [3,H,W] (float 0-1 or uint8) -> padded batch [B,3,Hp,Wp] and resized sizes (h, w).
 
-    fit: a test-time `Fit`; its min/max sizes replace the config's (a static canvas is not supported yet).
+    fit: a test-time `Fit` (e.g. a static graph's canvas); its sizes replace the config's, always rounded by
+    Detectron2's rule.
     """
-    if fit is not None and fit.canvas is not None:
-        raise ValueError("a static canvas is not supported with transform_rule='detectron2' yet; export with "
-                         "dynamic shapes")
-    min_size, max_size = (fit.min_size, fit.max_size) if fit is not None else (cfg.test_min_size, cfg.max_size)
+    fit = dataclasses.replace(fit or Fit.of(cfg), resize="detectron2")
     mean = torch.tensor(cfg.image_mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(cfg.image_std, dtype=torch.float32).view(-1, 1, 1)
     out = []
@@ -72,7 +56,7 @@ def preprocess_detectron2(images: list[Tensor], cfg, fit: Fit | None = None) -> 
         pixels = to_uint8(image)  # [H,W,3] RGB
         if cfg.input_format == "BGR":
             pixels = pixels[:, :, ::-1].copy()
-        pixels = resize_uint8(pixels, shortest_edge_size(pixels.shape[0], pixels.shape[1], min_size, max_size))
+        pixels = resize_uint8(pixels, fit.resized_size(pixels.shape[0], pixels.shape[1]))
         x = torch.from_numpy(pixels.astype(np.float32).transpose(2, 0, 1))  # [3,h,w] 0-255
         if cfg.input_scale != 255.0:
             x = x * (cfg.input_scale / 255.0)

@@ -11,6 +11,13 @@ runtime's predictors (runtime/predictor.py) share it without importing a layer a
                       (y2 - y1 + 1, x2 - x1 + 1) pixels and cropped to the image
     rle_encode      : COCO RLE of binary masks (pycocotools), without a copy for masks laid out column-major
 
+and Detectron2's two (model/detectron2_transform.py in torch, for `transform_rule="detectron2"` models):
+
+    resize_uint8             : PIL's bilinear resize of the uint8 image (data/transforms/transform.py)
+    paste_masks_grid_sample  : layers/mask_ops.py's paste: each output pixel centre mapped into the box and
+                               sampled bilinearly from the M x M mask with zero padding (grid_sample,
+                               align_corners=False), over the box's region floor(x1) - 1 .. ceil(x2) + 1
+
 Both are separable: two passes of two taps (one gather and one weighted sum per axis), no BLAS and no
 loop over pixels (a paste loops over the masks). Shapes are in the comments.
 """
@@ -18,9 +25,11 @@ loop over pixels (a paste loops over the masks). Shapes are in the comments.
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
-__all__ = ["bilinear_taps", "bilinear_weights", "resize_bilinear", "paste_masks", "masks_array", "rle_encode"]
+__all__ = ["bilinear_taps", "bilinear_weights", "resize_bilinear", "paste_masks", "masks_array", "rle_encode",
+           "to_uint8_hwc", "resize_uint8", "resize_uint8_chw", "paste_masks_grid_sample"]
 
 
 def bilinear_taps(in_size: int, out_size: int, rows: np.ndarray | None = None, float32_source: bool = False
@@ -139,6 +148,66 @@ def paste_masks(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int], thr
         y_lo, y_hi, wy_lo, wy_hi = bilinear_taps(m + 2, h, np.arange(ya - y1, yb - y1))     # [yb-ya] each
         across = _two_taps(padded[i].T, x_lo, x_hi, wx_lo[:, None], wx_hi[:, None], axis=0)  # [xb-xa,M+2]
         probs = _two_taps(across, y_lo, y_hi, wy_lo, wy_hi, axis=1).T                       # [yb-ya,xb-xa]
+        if threshold is None:
+            out[i, ya:yb, xa:xb] = probs
+        else:
+            np.greater_equal(probs, np.float32(threshold), out=out[i, ya:yb, xa:xb])
+    return out
+
+
+def to_uint8_hwc(image: np.ndarray) -> np.ndarray:
+    """Float [3,H,W] in 0-1 -> uint8 [H,W,3]; round(x * 255) (half to even, as torch.round) restores 8-bit
+    photos exactly."""
+    return np.clip(np.rint(image.transpose(1, 2, 0) * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+def resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [H,W,C] -> [h,w,C] with PIL's bilinear filter (which antialiases when shrinking)."""
+    if image.shape[:2] == tuple(size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def resize_uint8_chw(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Float [3,H,W] in 0-1 -> float32 [3,h,w] in 0-1, resized as Detectron2 does: to uint8, PIL bilinear,
+    back to floats (k / 255)."""
+    resized = resize_uint8(to_uint8_hwc(image), size)                                       # [h,w,3] uint8
+    return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
+
+
+def _grid_sample_weights(start: int, stop: int, lo: np.float32, hi: np.float32, m: int) -> np.ndarray:
+    """[stop - start, m] float32: each output pixel's bilinear weights over the m mask cells along one axis,
+    zero outside the mask (grid_sample, align_corners=False, padding "zeros")."""
+    centres = np.arange(start, stop, dtype=np.float32) + np.float32(0.5)
+    grid = (centres - lo) / (hi - lo) * np.float32(2) - np.float32(1)                      # [-1, 1] over the box
+    source = ((grid + np.float32(1)) * np.float32(m) - np.float32(1)) / np.float32(2)     # mask cell coordinates
+    left = np.floor(source)
+    frac = source - left
+    weights = np.zeros((stop - start, m), dtype=np.float32)
+    rows = np.arange(stop - start)
+    for tap, weight in ((left, np.float32(1) - frac), (left + 1, frac)):
+        ok = (tap >= 0) & (tap <= m - 1)
+        weights[rows[ok], tap[ok].astype(np.int64)] += weight[ok]
+    return weights
+
+
+def paste_masks_grid_sample(masks: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
+                            threshold: float | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Detectron2's paste: masks [N,M,M] probabilities, boxes [N,4] xyxy image pixels -> [N,H,W] float32
+    probabilities, or bool (probability >= threshold) with a threshold. out: as `paste_masks`."""
+    im_h, im_w = size
+    n, m = masks.shape[0], masks.shape[-1]
+    if out is None:
+        out = masks_array(n, size, np.float32 if threshold is None else bool)
+    boxes = boxes.astype(np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(boxes):
+        xa, ya = max(int(np.floor(x1)) - 1, 0), max(int(np.floor(y1)) - 1, 0)
+        xb, yb = min(int(np.ceil(x2)) + 1, im_w), min(int(np.ceil(y2)) + 1, im_h)
+        if xb <= xa or yb <= ya:
+            continue
+        wy = _grid_sample_weights(ya, yb, y1, y2, m)                                      # [yb-ya, M]
+        wx = _grid_sample_weights(xa, xb, x1, x2, m)                                      # [xb-xa, M]
+        probs = wy @ masks[i].astype(np.float32) @ wx.T                                    # [yb-ya, xb-xa]
         if threshold is None:
             out[i, ya:yb, xa:xb] = probs
         else:

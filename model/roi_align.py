@@ -12,7 +12,9 @@ from torch import Tensor
 
 from maskrcnn_deploy.plugins.torch_ops import multilevel_roi_align, roi_align
 
-__all__ = ["roi_align", "assign_fpn_levels", "multilevel_roi_align", "infer_scales", "boxes_to_rois"]
+__all__ = ["FPN_SCALES", "roi_align", "assign_fpn_levels", "multilevel_roi_align", "infer_scales", "boxes_to_rois"]
+
+FPN_SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]  # P2..P5 (the backbone's strides): Detectron2's pooler scales
 
 
 def assign_fpn_levels(boxes: Tensor, canonical_scale: int = 224, canonical_level: int = 4,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .backbone import make_norm
 from .box_ops import BoxCoder, Matcher, batched_nms, box_iou, clip_boxes, remove_small_boxes, sample_pos_neg
 from .config import MaskRCNNConfig
-from .roi_align import boxes_to_rois, infer_scales, multilevel_roi_align, roi_align
+from .roi_align import FPN_SCALES, boxes_to_rois, infer_scales, multilevel_roi_align, roi_align
 
 __all__ = ["TwoMLPHead", "ConvFCHead", "BoxPredictor", "MaskHead", "MaskPredictor", "RoIHeads"]
 
@@ -125,7 +125,8 @@ class RoIHeads(nn.Module):
         """Multi-level RoIAlign of per-image boxes on P2..P5 -> [K, C, out, out]."""
         levels = feats[:4]
         cfg = self.cfg
-        return multilevel_roi_align(levels, boxes_to_rois(boxes), output_size, infer_scales(levels, image_sizes),
+        scales = infer_scales(levels, image_sizes) if cfg.infers_roi_scales else FPN_SCALES
+        return multilevel_roi_align(levels, boxes_to_rois(boxes), output_size, scales,
                                     cfg.roi_sampling_ratio, cfg.roi_aligned, cfg.canonical_scale,
                                     cfg.canonical_level, cfg.level_mapper_eps)
 

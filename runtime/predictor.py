@@ -12,7 +12,8 @@ results differ only by what the backend computes:
                  size_divisible for dynamic graphs
     raw        : boxes [N,4] resized pixels, scores [N], labels [N], masks [N,28,28], num_detections
     postprocess: boxes to original pixels, masks pasted full size (torchvision's paste), binary masks
-                 (probability >= 0.5) and their COCO RLE
+                 (probability >= 0.5) and their COCO RLE; a Detectron2 model's graph gets Detectron2's
+                 rules (boxes scaled per axis, clipped, empty ones dropped; grid-sample paste)
 
 All three stages are numpy (model/resize_paste_numpy.py, equal to torchvision's resize_boxes and
 paste_masks_in_image: tests/test_resize_paste_numpy.py), so predictors of .onnx graphs and engines never
@@ -36,9 +37,10 @@ from maskrcnn_deploy.export.preprocess import check_roi_scale, preprocess_images
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.data.images import load_rgb, to_float_chw
 from maskrcnn_deploy.model.fit import Fit
-from maskrcnn_deploy.model.resize_paste_numpy import masks_array, paste_masks, rle_encode
+from maskrcnn_deploy.model.resize_paste_numpy import masks_array, paste_masks, paste_masks_grid_sample, rle_encode
 
-__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_array", "resize_boxes", "add_stage_times", "STAGES"]
+__all__ = ["Predictor", "PredictorError", "detections_from_raw", "as_image_array", "resize_boxes",
+           "detectron2_boxes", "add_stage_times", "STAGES"]
 
 # the parts of one predict call that `predict(..., timings=)` times (runtime/bench.py reports them)
 STAGES = ("preprocess", "inference", "postprocess")
@@ -83,13 +85,26 @@ def resize_boxes(boxes: np.ndarray, old_size: tuple[int, int], new_size: tuple[i
     return boxes.astype(np.float32) * np.array([rw, rh, rw, rh], dtype=np.float32)
 
 
+def detectron2_boxes(boxes: np.ndarray, old_size: tuple[int, int], new_size: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Detectron2's detector_postprocess on boxes [N,4] of the resized image: scaled by (new w / old w,
+    new h / old h) (float32 products), clipped to the new image -> (boxes [N,4] float32, kept [N] bool: both
+    sides > 0; Detectron2 drops the others)."""
+    scale = np.array([new_size[1] / old_size[1], new_size[0] / old_size[0]] * 2, dtype=np.float32)
+    boxes = boxes.astype(np.float32) * scale
+    boxes = np.clip(boxes, 0, np.array([new_size[1], new_size[0]] * 2, dtype=np.float32))
+    return boxes, (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
 def detections_from_raw(raw: dict[str, np.ndarray], sizes: np.ndarray, original_sizes: list[tuple[int, int]],
-                        mask_threshold: float = 0.5, min_score: float | None = None) -> list[dict]:
+                        mask_threshold: float = 0.5, min_score: float | None = None,
+                        rule: str = "torchvision") -> list[dict]:
     """Batch raw outputs -> one detection dict per image (see the module docstring). sizes: [B,2] resized
     (h, w) of the images the graph saw.
 
     min_score: keep only detections scoring at least this (None: all). Only kept masks are pasted at
     full size, so a caller that draws confident detections of a large photo never pastes the rest.
+    rule: the model's transform_rule ("detectron2": Detectron2's box mapping and mask paste).
     """
     sizes = np.asarray(sizes)
     results = []
@@ -98,22 +113,28 @@ def detections_from_raw(raw: dict[str, np.ndarray], sizes: np.ndarray, original_
         row = {"boxes": raw["boxes"][i], "scores": raw["scores"][i], "labels": raw["labels"][i].astype(np.int64),
                "masks": raw["masks"][i], "num_detections": n}
         keep = np.arange(n) if min_score is None else np.flatnonzero(row["scores"][:n] >= min_score)
-        boxes = resize_boxes(row["boxes"][keep], (int(sizes[i, 0]), int(sizes[i, 1])), orig)   # [D,4]
-        masks = _binary_masks(row["masks"][keep], boxes, orig, mask_threshold)                 # [D,H,W]
+        resized = (int(sizes[i, 0]), int(sizes[i, 1]))
+        if rule == "detectron2":
+            boxes, nonempty = detectron2_boxes(row["boxes"][keep], resized, orig)           # [D,4], [D]
+            keep, boxes = keep[nonempty], boxes[nonempty]
+        else:
+            boxes = resize_boxes(row["boxes"][keep], resized, orig)                         # [D,4]
+        masks = _binary_masks(row["masks"][keep], boxes, orig, mask_threshold, rule)        # [D,H,W]
         results.append({"boxes": boxes, "scores": row["scores"][keep].astype(np.float32),
                         "labels": row["labels"][keep], "masks": masks, "rles": rle_encode(masks), "raw": row})
     return results
 
 
-def _binary_masks(small: np.ndarray, boxes: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+def _binary_masks(small: np.ndarray, boxes: np.ndarray, size: tuple[int, int], threshold: float,
+                  rule: str = "torchvision") -> np.ndarray:
     """[D,M,M] probabilities at boxes [D,4] (original pixels) -> bool [D,H,W] (pasted probability >=
     threshold; each mask column-major, as RLE encoding reads it), in chunks of PASTE_BUDGET_BYTES of float32
     masks."""
     masks = masks_array(len(small), size)
     step = max(1, PASTE_BUDGET_BYTES // (4 * size[0] * size[1]))  # float masks pasted at a time
+    paste = paste_masks_grid_sample if rule == "detectron2" else paste_masks
     for start in range(0, len(small), step):
-        paste_masks(small[start:start + step], boxes[start:start + step], size, threshold,
-                    out=masks[start:start + step])
+        paste(small[start:start + step], boxes[start:start + step], size, threshold, out=masks[start:start + step])
     return masks
 
 
@@ -141,7 +162,7 @@ class Predictor:
         """Decoded [3,H,W] images -> (model input float32 [B,3,Hp,Wp], resized sizes float32 [B,2] (h, w)):
         resize, pad, top up a static batch."""
         batch, sizes = preprocess_images(chunk, self.config, self.input_size, self.fit)
-        if self.runs_deploy_graph:
+        if self.runs_deploy_graph and self.config.infers_roi_scales:
             check_roi_scale(sizes, tuple(batch.shape[-2:]), self.config.size_divisible)
         if self.fixed_batch and len(chunk) < self.fixed_batch:  # a static batch: pad with copies
             extra = self.fixed_batch - len(chunk)
@@ -174,7 +195,8 @@ class Predictor:
             t1 = time.perf_counter()
             raw = self.run_raw(batch, sizes)
             t2 = time.perf_counter()
-            results.extend(detections_from_raw(raw, sizes, originals, mask_threshold, min_score))
+            results.extend(detections_from_raw(raw, sizes, originals, mask_threshold, min_score,
+                                               self.config.transform_rule))
             add_stage_times(timings, t0, t1, t2)
         return results
 

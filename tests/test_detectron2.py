@@ -24,7 +24,7 @@ from maskrcnn_deploy.model.checkpoint_sources import (
     map_detectron2_key,
     safe_unpickle,
 )
-from maskrcnn_deploy.model.detectron2_transform import shortest_edge_size
+from maskrcnn_deploy.model.fit import Fit
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.plugins.torch_ops import fpn_levels
 
@@ -146,10 +146,16 @@ def test_fpn_level_rule_is_detectron2s():
 
 
 def test_shortest_edge_size_rounds_like_detectron2():
-    assert shortest_edge_size(480, 640, 800, 1333) == (800, 1067)  # 1066.67 rounds up (torchvision: 1066)
-    assert shortest_edge_size(427, 640, 800, 1333) == (800, 1199)
-    assert shortest_edge_size(600, 400, 800, 1333) == (1200, 800)
-    assert shortest_edge_size(100, 1000, 800, 1333) == (133, 1333)
+    fit = Fit(800, 1333, resize="detectron2")
+    assert fit.resized_size(480, 640) == (800, 1067)  # 1066.67 rounds up (torchvision: 1066)
+    assert Fit(800, 1333).resized_size(480, 640) == (800, 1066)
+    assert fit.resized_size(427, 640) == (800, 1199)
+    assert fit.resized_size(600, 400) == (1200, 800)
+    assert fit.resized_size(100, 1000) == (133, 1333)
+    # into a static canvas: the canvas caps the size only when Detectron2's own size exceeds it
+    assert Fit(800, 1333, (800, 1344), "detectron2").resized_size(480, 640) == (800, 1067)
+    assert Fit(800, 1333, (800, 1344), "detectron2").resized_size(600, 400) == (800, 533)
+    assert Fit.from_dict(Fit(800, 1333, (800, 1344), "detectron2").to_dict()).resize == "detectron2"
 
 
 # ----------------------------------------------------------------------------- golden outputs
@@ -215,22 +221,6 @@ def test_background_last_layout_trains_and_labels_foreground_from_1():
     with torch.no_grad():
         out = model([img])[0]
     assert len(out["labels"]) > 0 and set(out["labels"].tolist()) <= {1, 2}
-
-
-def test_export_refuses_a_detectron2_model_until_the_deploy_graph_has_its_rules(tmp_path, capsys):
-    """The deploy graph implements torchvision's rules; exporting a Detectron2-rule checkpoint must be a
-    one-line refusal (exit 2), not a graph that silently computes torchvision's Mask R-CNN."""
-    from maskrcnn_deploy.model.checkpoint import save_checkpoint
-    from maskrcnn_deploy.model.config import detectron2_mask_rcnn
-    from maskrcnn_deploy.runtime.cli import main
-
-    torch.manual_seed(0)
-    cfg = detectron2_mask_rcnn(3, "R50-FPN")
-    save_checkpoint(tmp_path / "d2.pt", MaskRCNN(cfg), cfg)
-    assert main(["export", str(tmp_path / "d2.pt"), "-o", str(tmp_path / "d2.onnx")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "torchvision's Mask R-CNN rules only" in err[0] and "background_class='last'" in err[0]
-    assert not (tmp_path / "d2.onnx").exists()
 
 
 def test_predict_runs_a_detectron2_pkl_with_detectron2s_rules(tmp_path, capsys):

@@ -65,10 +65,7 @@ def test_builtin_errors_in_a_library_call_of_train_are_exit_4(monkeypatch, capsy
 
 def test_user_triggered_library_errors_are_project_errors(tmp_path):
     """The raise sites a user reaches with a bad file or option raise project types (still ValueErrors)."""
-    from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN, UnsupportedModelError
     from maskrcnn_deploy.model.checkpoint_sources import read_checkpoint_file
-    from maskrcnn_deploy.model.config import detectron2_mask_rcnn
-    from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
     from maskrcnn_deploy.runtime.bench import BenchSettings, run_bench
 
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
@@ -76,9 +73,6 @@ def test_user_triggered_library_errors_are_project_errors(tmp_path):
         with pytest.raises(CheckpointError):
             read_checkpoint_file(path)
     assert issubclass(CheckpointError, BadInputError) and issubclass(CheckpointError, ValueError)
-    with pytest.raises(UnsupportedModelError, match="torchvision's Mask R-CNN rules only"):
-        DeployMaskRCNN(MaskRCNN(detectron2_mask_rcnn(3, "R50-FPN")))
-    assert issubclass(UnsupportedModelError, BadInputError) and issubclass(UnsupportedModelError, ValueError)
     with pytest.raises(BadInputError, match="no images to benchmark on"):
         run_bench([], [], [], BenchSettings())
 

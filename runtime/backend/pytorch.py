@@ -48,7 +48,7 @@ class EagerPredictor(Predictor):
             tensor = torch.from_numpy(as_image_array(image)).to(self.device)
             t1 = time.perf_counter()
             with torch.inference_mode():
-                (out,) = self.model([tensor])  # boxes in original pixels, masks [D,1,H,W] pasted probabilities
+                (out,) = self.model([tensor], fit=self.fit)  # boxes in original pixels, masks [D,1,H,W] pasted probabilities
             t2 = time.perf_counter()
             results.append(_detection_dict(out, mask_threshold, min_score))
             add_stage_times(timings, t0, t1, t2)

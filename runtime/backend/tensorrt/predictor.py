@@ -171,7 +171,7 @@ class TensorRTPredictor(Predictor):
         lo, hi = self.meta.input_profile["images"]["min"], self.meta.input_profile["images"]["max"]
         height, width = max(batch.shape[2], lo[2]), max(batch.shape[3], lo[3])
         if (height, width) != tuple(batch.shape[2:]):
-            mean = np.asarray(self.config.image_mean, dtype=batch.dtype).reshape(1, 3, 1, 1)
+            mean = np.asarray(self.config.input_pad_value(), dtype=batch.dtype).reshape(1, 3, 1, 1)
             padded = np.broadcast_to(mean, (batch.shape[0], 3, height, width)).copy()
             padded[:, :, :batch.shape[2], :batch.shape[3]] = batch
             batch = padded
