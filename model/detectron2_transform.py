@@ -22,7 +22,6 @@ import dataclasses
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from .fit import Fit
