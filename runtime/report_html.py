@@ -1,6 +1,7 @@
 """HTML pages of parity results: one page per check, and a summary table (the demo's).
 
     write_check_html(run, "out/check.html")    ->  out/check.html + out/check_files/*.png
+    write_divergence_html(report, "out/divergence.html")   (runtime/diverge/; also a section of a check page)
     write_summary_html("out/demo.html", "demo", columns, rows, notes, links)
 
 Plain HTML with inline CSS: no scripts, no network resources; opens from disk in any browser. A page
@@ -25,9 +26,10 @@ from maskrcnn_deploy.common.files import write_text
 from maskrcnn_deploy.model.data.images import load_rgb
 from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.check import CheckRun, DetectionMatch, rank_matches
+from maskrcnn_deploy.runtime.diverge import DivergenceReport, save_divergence_plot
 from maskrcnn_deploy.runtime.visualize import draw_detections, save_png
 
-__all__ = ["write_check_html", "write_summary_html", "PASS_COLOR", "FAIL_COLOR", "PANEL_MAX_PX"]
+__all__ = ["write_check_html", "write_summary_html", "write_divergence_html", "PASS_COLOR", "FAIL_COLOR", "PANEL_MAX_PX"]
 
 PASS_COLOR = (26, 127, 55)   # the verdict banner's background, RGB
 FAIL_COLOR = (207, 34, 46)
@@ -279,6 +281,50 @@ def _overlay_section(run: CheckRun, entries: list[DetectionMatch], count: int, a
             "no partner on the other side. Every detection the check compared is drawn.</p>", shown]
 
 
+# ------------------------------------------------------------------------------------ divergence
+def _divergence_rows(report: DivergenceReport, rows) -> list[list[str]]:
+    first = report.first_divergent
+    cells = []
+    for r in rows:
+        e, marker = r.error, "held" if r is not first else "broken"
+        cells.append([_td(r.pair.index, True), _td(r.pair.name, cls=f"path {marker}" if r is first else "path"),
+                      _td(r.pair.op), _td(r.pair.depth, True), _td(_fmt(e.cosine, ".6f"), True),
+                      _td(_fmt(e.rel_l2, ".3g"), True), _td(_fmt(r.input_rel_l2, ".3g"), True),
+                      _td(_fmt(e.p99_abs, ".3g"), True), _td(e.dtype),
+                      _td(" > ".join(r.pair.seen_through) or "-")])
+    return cells
+
+
+def divergence_section(report: DivergenceReport, assets: Path, folder: str) -> list[str]:
+    """"Where the error enters": the first divergent tensor, the plot (saved into assets), the largest jumps."""
+    first = report.first_divergent
+    if first is None:
+        verdict = f"No tensor's relative L2 error exceeds {report.threshold:g}."
+    else:
+        verdict = (f"First tensor past relative L2 {report.threshold:g}: {first.pair.name} ({first.pair.op} "
+                   f"{first.pair.node}, depth {first.pair.depth}), relative L2 {_fmt(first.error.rel_l2, '.3g')}.")
+    save_divergence_plot(report, assets / "divergence.png")
+    with Image.open(assets / "divergence.png") as plot:
+        image = _img(f"{folder}/divergence.png", plot.width, plot.height, "error along graph depth", plot.width)
+    header = ["#", "tensor", "op", "depth", "cosine", "rel L2", "inputs' rel L2", "p99 |error|", "artifact dtype",
+              "seen through"]
+    jumps = report.largest_jumps()
+    return ["<h2>Where the error enters (layer by layer)</h2>",
+            f"<p class=\"note\">{_e(report.artifact)} against {_e(report.reference)}: {len(report.rows)} tensors "
+            f"matched by name, on {len(report.images)} image(s); each metric is the worst over the images.</p>",
+            f"<p class=\"{'failures' if first else 'note'}\">{_e(verdict)}</p>", image,
+            f"<h2>Largest error added by one node ({len(jumps)})</h2>",
+            "<p class=\"note\">rel L2 minus the largest rel L2 of the node's inputs: the error the node adds.</p>",
+            _table(header, _divergence_rows(report, ([first] if first else []) + [r for r in jumps if r is not first]))]
+
+
+def write_divergence_html(report: DivergenceReport, path_html: str | Path, title: str | None = None) -> Path:
+    """A page with the divergence section alone (assets in `<stem>_files/` beside it)."""
+    title = title or f"divergence: {Path(report.artifact).name} vs {Path(report.reference).name}"
+    return _write_page(path_html, lambda assets, folder: _page(title, [f"<h1>{_e(title)}</h1>",
+                                                                      *divergence_section(report, assets, folder)]))
+
+
 # ------------------------------------------------------------------------------------ writing
 def _write_page(path_html: str | Path, render) -> Path:
     """render(assets folder, the name pages link it by) -> page text. Nothing changes unless rendering
@@ -304,10 +350,11 @@ def _write_page(path_html: str | Path, render) -> Path:
 
 
 def write_check_html(run: CheckRun, path_html: str | Path, title: str | None = None, worst_images: int = 6,
-                     worst_detections: int = 25) -> Path:
+                     worst_detections: int = 25, divergence: DivergenceReport | None = None) -> Path:
     """One page for a check: verdict, models, tolerances vs measured, AP, failures, error histograms,
     overlays of the `worst_images` images with the worst matches, and the `worst_detections` worst
-    detections. Assets go to `<stem>_files/` beside the page. Returns the page's path."""
+    detections; with `divergence` (check --diverge), where the error enters. Assets go to `<stem>_files/`
+    beside the page. Returns the page's path."""
     r = run.report
     title = title or f"parity: {Path(run.artifact.path).name} vs {Path(run.reference.path).name}"
 
@@ -325,6 +372,8 @@ def write_check_html(run: CheckRun, path_html: str | Path, title: str | None = N
                      _img(f"{folder}/histograms.png", hist.width, hist.height, "error histograms", hist.width)]
         body += _overlay_section(run, entries, worst_images, assets, folder)
         body += _worst_table(run, entries, worst_detections)
+        if divergence is not None:
+            body += divergence_section(divergence, assets, folder)
         return _page(title, body)
 
     return _write_page(path_html, render)

@@ -10,6 +10,7 @@ reports; `build_parser` registers them in COMMANDS order, `main` maps exceptions
     maskrcnn-deploy demo                                                          (demo.py)
     maskrcnn-deploy export runs/r18/model_final.pt -o out/model.onnx              (export.py)
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json  (check.py)
+    maskrcnn-deploy diverge out/model.onnx out/model.int8.onnx --data data/synth/val.json -o out/diverge (diverge.py)
     maskrcnn-deploy build out/model.onnx -o out/model.engine                      (build.py, TensorRT)
     maskrcnn-deploy bench runs/r18/model_final.pt out/model.onnx --data data/synth/val.json  (bench.py)
     maskrcnn-deploy calibrate out/model.onnx --data data/synth/train.json -o out/model.int8.onnx  (calibrate.py)
@@ -29,7 +30,19 @@ import traceback
 
 from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
 from maskrcnn_deploy.common.extras import extra_of, missing_extra_error
-from maskrcnn_deploy.runtime.cli import bench, build, calibrate, check, convert, data, demo, export, predict, train
+from maskrcnn_deploy.runtime.cli import (
+    bench,
+    build,
+    calibrate,
+    check,
+    convert,
+    data,
+    demo,
+    diverge,
+    export,
+    predict,
+    train,
+)
 from maskrcnn_deploy.runtime.cli import eval as eval_command
 from maskrcnn_deploy.runtime.cli.exit_codes import (
     EXIT_BACKEND_UNAVAILABLE,
@@ -41,7 +54,7 @@ from maskrcnn_deploy.runtime.cli.exit_codes import (
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_BAD_INPUT"]
 
 # in the order `maskrcnn-deploy --help` lists them
-COMMANDS = (data, train, eval_command, predict, demo, export, check, build, bench, calibrate, convert)
+COMMANDS = (data, train, eval_command, predict, demo, export, check, diverge, build, bench, calibrate, convert)
 
 
 def build_parser() -> argparse.ArgumentParser:

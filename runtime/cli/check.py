@@ -2,7 +2,10 @@
 runtime/parity.py), with JSON, HTML and histogram reports; exit 0 PASS, 1 FAIL (runtime/cli/exit_codes.py).
 
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json [--report r.json]
-                          [--html r.html] [--tolerance fp32|fp16|int8] [--set NAME=VALUE]
+                          [--html r.html] [--tolerance fp32|fp16|int8] [--set NAME=VALUE] [--diverge [OUT_DIR]]
+
+--diverge: when the check fails and both sides are ONNX graphs, also where the error enters, layer by layer
+(runtime/diverge/, as `maskrcnn-deploy diverge`), into OUT_DIR and as a section of the HTML report.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--html", default=None,
                     help="write an HTML report here (assets in <name>_files/ beside it); default with "
                          "--report X.json: X.html")
+    ch.add_argument("--diverge", nargs="?", const="", default=None, metavar="OUT_DIR",
+                    help="when the check fails and both sides are ONNX graphs: the layer-by-layer divergence report "
+                         "(as `maskrcnn-deploy diverge`) into OUT_DIR (default: <artifact stem>.diverge)")
     ch.set_defaults(func=run)
 
 
@@ -50,6 +56,33 @@ def _tolerances(preset: str, settings: list[str]):
         except ValueError:
             raise UsageError(f"--set {item!r}: give NAME=NUMBER, e.g. --set max_box_error_px=0.1") from None
     return parity.tolerances_from(preset, **overrides)  # ToleranceError (exit 2) names the valid presets/fields
+
+
+def _diverge(args: argparse.Namespace):
+    """The divergence report of a failed check (None, saying why in one line, unless both sides are ONNX)."""
+    from maskrcnn_deploy.runtime.diverge import (
+        DEFAULT_IMAGES,
+        run_divergence,
+        save_divergence_plot,
+        write_divergence_json,
+    )
+    from maskrcnn_deploy.runtime.report_html import write_divergence_html
+
+    not_onnx = [p for p in (args.reference, args.artifact) if Path(p).suffix.lower() != ".onnx"]
+    if not_onnx:
+        print(f"diverge: skipped: it compares two ONNX graphs tensor by tensor, and {not_onnx[0]} is not one")
+        return None
+    images = min(args.max_images or DEFAULT_IMAGES, DEFAULT_IMAGES)
+    divergence = run_divergence(args.reference, args.artifact, args.data, images, threads=args.threads)
+    for line in divergence.summary_lines():
+        print(line)
+    out = Path(args.diverge or f"{Path(args.artifact).stem}.diverge")  # the files `maskrcnn-deploy diverge` writes
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (write_divergence_json(divergence, out / "divergence.json"),
+                 save_divergence_plot(divergence, out / "divergence.png"),
+                 write_divergence_html(divergence, out / "divergence.html")):
+        print(f"divergence: {path}")
+    return divergence
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     if html is None and args.report:
         html = Path(args.report).with_suffix(".html")
         html = html if html != Path(args.report) else Path(args.report + ".html")  # never over the JSON
+    divergence = _diverge(args) if args.diverge is not None and not report.passed else None
     if html:
-        print(f"html report: {write_check_html(checked, html)}")
+        print(f"html report: {write_check_html(checked, html, divergence=divergence)}")
     print("PASS" if report.passed else "FAIL: " + "; ".join(report.failures))
     if checked.unreadable:  # the verdict covers only the readable images: the input must be fixed first
         total = len(checked.unreadable) + len(checked.image_paths)
