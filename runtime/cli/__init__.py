@@ -14,6 +14,7 @@ reports; `build_parser` registers them in COMMANDS order, `main` maps exceptions
     maskrcnn-deploy bench runs/r18/model_final.pt out/model.onnx --data data/synth/val.json  (bench.py)
     maskrcnn-deploy calibrate out/model.onnx --data data/synth/train.json -o out/model.int8.onnx  (calibrate.py)
     maskrcnn-deploy convert --fp16 out/model.onnx -o out/model.fp16.onnx --data data/synth/train.json (convert.py)
+    maskrcnn-deploy package triton out/model.onnx -o model_repository/                (package.py, Triton)
 
 Exit codes (runtime/cli/exit_codes.py): 0 success, 1 parity FAIL, 2 bad input (one line naming the problem
 and the fix), 3 backend unavailable on this machine (TensorRT, CUDA GPU, plugin, or the optional extra a command
@@ -29,7 +30,19 @@ import traceback
 
 from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
 from maskrcnn_deploy.common.extras import extra_of, missing_extra_error
-from maskrcnn_deploy.runtime.cli import bench, build, calibrate, check, convert, data, demo, export, predict, train
+from maskrcnn_deploy.runtime.cli import (
+    bench,
+    build,
+    calibrate,
+    check,
+    convert,
+    data,
+    demo,
+    export,
+    package,
+    predict,
+    train,
+)
 from maskrcnn_deploy.runtime.cli import eval as eval_command
 from maskrcnn_deploy.runtime.cli.exit_codes import (
     EXIT_BACKEND_UNAVAILABLE,
@@ -41,7 +54,7 @@ from maskrcnn_deploy.runtime.cli.exit_codes import (
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_BAD_INPUT"]
 
 # in the order `maskrcnn-deploy --help` lists them
-COMMANDS = (data, train, eval_command, predict, demo, export, check, build, bench, calibrate, convert)
+COMMANDS = (data, train, eval_command, predict, demo, export, check, build, bench, calibrate, convert, package)
 
 
 def build_parser() -> argparse.ArgumentParser:
