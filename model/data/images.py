@@ -4,6 +4,7 @@ The runtime (predictors, `predict`, `check`, `bench`) reads images through this 
 PyTorch is not installed; model/data/coco.py builds the training side's torch `load_image` on `load_rgb`.
 
     load_rgb(path)    -> uint8 [H,W,3]: the pixels as decoded (what viewers show and drawings start from)
+    decode_rgb(data)  -> the same from encoded bytes (a served request: runtime/triton/)
     to_float_chw(rgb) -> float32 [3,H,W] in 0-1, C-contiguous: what predictors resize (export/preprocess.py)
 
 The file is kept as uint8 HxWx3 until a model needs floats: a 24 MP photo is 72 MB then, 288 MB as floats.
@@ -24,7 +25,7 @@ from pycocotools.coco import COCO
 
 from maskrcnn_deploy.common.errors import BadInputError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "AnnotationError", "load_rgb", "to_float_chw", "list_images",
+__all__ = ["IMAGE_SUFFIXES", "ImageLoadError", "AnnotationError", "load_rgb", "decode_rgb", "to_float_chw", "list_images",
            "unreadable_images", "report_unreadable", "unreadable_summary", "load_coco", "images_and_annotations",
            "default_image_dir"]
 
@@ -51,26 +52,37 @@ def load_rgb(path: str | Path) -> np.ndarray:
     over twice `PIL.Image.MAX_IMAGE_PIXELS` (179 MP) are refused.
     """
     path = Path(path)
+    return _read_rgb(path, path)
+
+
+def decode_rgb(data: bytes, name: str = "bytes") -> np.ndarray:
+    """RGB uint8 [H,W,3] of an encoded image (PNG, JPEG, BMP bytes), decoded as `load_rgb` decodes a file;
+    ImageLoadError naming `name` if the bytes are not an image."""
+    return _read_rgb(io.BytesIO(bytes(data)), name)
+
+
+def _read_rgb(source: Path | io.BytesIO, name: str | Path) -> np.ndarray:
+    """`load_rgb` of a path or of bytes in memory; errors name `name`."""
     try:
-        if path.stat().st_size == 0:
-            raise ImageLoadError(f"cannot read image {path}: file is empty (0 bytes)")
-        with Image.open(path) as img:
+        if (source.stat().st_size if isinstance(source, Path) else source.getbuffer().nbytes) == 0:
+            raise ImageLoadError(f"cannot read image {name}: file is empty (0 bytes)")
+        with Image.open(source) as img:
             img.load()
             if img.width == 0 or img.height == 0:
-                raise ImageLoadError(f"cannot read image {path}: image has no pixels ({img.width}x{img.height})")
+                raise ImageLoadError(f"cannot read image {name}: image has no pixels ({img.width}x{img.height})")
             return _rgb_array(ImageOps.exif_transpose(img))
     except ImageLoadError:
         raise
     except FileNotFoundError:
-        raise ImageLoadError(f"cannot read image {path}: no such file") from None
+        raise ImageLoadError(f"cannot read image {name}: no such file") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"cannot read image {path}: not an image PIL can decode (corrupt, or not "
+        raise ImageLoadError(f"cannot read image {name}: not an image PIL can decode (corrupt, or not "
                              f"{'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} data)") from None
     except Image.DecompressionBombError as err:
-        raise ImageLoadError(f"cannot read image {path}: {str(err).splitlines()[0]}") from None
+        raise ImageLoadError(f"cannot read image {name}: {str(err).splitlines()[0]}") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated data, bad headers, permissions
         detail = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
-        raise ImageLoadError(f"cannot read image {path}: {detail}") from None
+        raise ImageLoadError(f"cannot read image {name}: {detail}") from None
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:

@@ -15,6 +15,7 @@ reports; `build_parser` registers them in COMMANDS order, `main` maps exceptions
     maskrcnn-deploy bench runs/r18/model_final.pt out/model.onnx --data data/synth/val.json  (bench.py)
     maskrcnn-deploy calibrate out/model.onnx --data data/synth/train.json -o out/model.int8.onnx  (calibrate.py)
     maskrcnn-deploy convert --fp16 out/model.onnx -o out/model.fp16.onnx --data data/synth/train.json (convert.py)
+    maskrcnn-deploy package triton out/model.onnx -o model_repository/                (package.py, Triton)
 
 Exit codes (runtime/cli/exit_codes.py): 0 success, 1 parity FAIL, 2 bad input (one line naming the problem
 and the fix), 3 backend unavailable on this machine (TensorRT, CUDA GPU, plugin, or the optional extra a command
@@ -40,6 +41,7 @@ from maskrcnn_deploy.runtime.cli import (
     demo,
     diverge,
     export,
+    package,
     predict,
     train,
 )
@@ -54,7 +56,8 @@ from maskrcnn_deploy.runtime.cli.exit_codes import (
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_BAD_INPUT"]
 
 # in the order `maskrcnn-deploy --help` lists them
-COMMANDS = (data, train, eval_command, predict, demo, export, check, diverge, build, bench, calibrate, convert)
+COMMANDS = (data, train, eval_command, predict, demo, export, check, diverge, build, bench, calibrate, convert,
+            package)
 
 
 def build_parser() -> argparse.ArgumentParser:
