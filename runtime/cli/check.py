@@ -3,6 +3,7 @@ runtime/parity.py), with JSON, HTML and histogram reports; exit 0 PASS, 1 FAIL (
 
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json [--report r.json]
                           [--html r.html] [--tolerance fp32|fp16|int8] [--set NAME=VALUE]
+                          [--ray [ADDRESS] [--ray-workers N]]     # the images spread over a Ray cluster
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import sys
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
+from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.runtime.cli.checkpoint_options import (
     add_checkpoint_options,
+    add_ray_options,
     checkpoint_options,
     require_torch_for_checkpoints,
 )
@@ -35,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--html", default=None,
                     help="write an HTML report here (assets in <name>_files/ beside it); default with "
                          "--report X.json: X.html")
+    add_ray_options(ch)
     ch.set_defaults(func=run)
 
 
@@ -58,10 +62,17 @@ def run(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.runtime.check import run_check
     from maskrcnn_deploy.runtime.report_html import write_check_html
 
+    if args.ray is not None:
+        require_extra("ray", "`maskrcnn-deploy check --ray`")
     tolerances = _tolerances(args.tolerance, args.set)
     require_torch_for_checkpoints("check", [args.reference, args.artifact])
-    checked = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
-                        checkpoint=checkpoint_options(args))
+    if args.ray is not None:
+        from maskrcnn_deploy.runtime.distributed import check_on_ray
+        checked = check_on_ray(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
+                               checkpoint_options(args), address=args.ray, workers=args.ray_workers)
+    else:
+        checked = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
+                            checkpoint=checkpoint_options(args))
     report = checked.report
     for line in report.summary_lines():
         print(line)
