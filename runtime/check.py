@@ -9,7 +9,8 @@ Images are decoded once and the same tensors go to both sides, resized by the sa
 checkpoint reference runs as the original eager `MaskRCNN` (runtime/backend/pytorch.py `EagerPredictor`), so
 whatever the deploy rewrite changes is caught. `maskrcnn-deploy check` (runtime/cli/check.py) and the
 demo (runtime/demo.py) are thin layers over `run_check`; runtime/report_html.py turns a CheckRun into an
-HTML page.
+HTML page. `check --ray` (runtime/distributed.py) runs the same per-image step (`timed_predict`) on Ray
+workers and the same aggregation (`side_run`, `finish_check`) here.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from maskrcnn_deploy.runtime.evaluate import category_ids_of
 from maskrcnn_deploy.runtime.load import load
 from maskrcnn_deploy.runtime.predictor import Predictor
 
-__all__ = ["SideRun", "CheckRun", "CheckImages", "load_check_images", "predict_side", "run_check", "DetectionMatch",
-           "rank_matches"]
+__all__ = ["SideRun", "CheckRun", "CheckImages", "load_check_images", "PredictorInfo", "load_pair", "timed_predict",
+           "side_run", "finish_check", "predict_side", "run_check", "DetectionMatch", "rank_matches"]
 
 
 @dataclass
@@ -91,10 +92,51 @@ def load_check_images(data: str | Path, max_images: int | None = None) -> CheckI
     return CheckImages(readable, images, None, None, unreadable)
 
 
-def side_ap(predictor: Predictor, detections: Sequence[dict], coco: COCO | None, ids: Sequence[int] | None
-            ) -> dict | None:
-    """COCO bbox and segm metrics of one side's detections (None without annotations)."""
-    return None if coco is None else coco_ap(coco, ids, detections, category_ids_of(predictor))
+@dataclass(frozen=True)
+class PredictorInfo:
+    """What the report needs of a loaded predictor (a Ray worker sends it back instead of the predictor)."""
+
+    backend: str                      # predictor.backend
+    class_names: list[str] | None     # index = label
+    category_ids: list[int]           # label -> COCO category id (runtime/evaluate.py category_ids_of)
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> PredictorInfo:
+        return cls(predictor.backend, predictor.class_names, category_ids_of(predictor))
+
+
+def load_pair(reference: str | Path, artifact: str | Path, threads: int | None = None,
+              checkpoint: dict | None = None) -> tuple[Predictor, Predictor]:
+    """(reference, artifact) predictors. The artifact is loaded first: a missing backend or a corrupt file fails
+    in seconds, not after the reference pass; a checkpoint reference resizes as the artifact does, so both
+    sides see the same pixels."""
+    artifact_predictor = load(artifact, threads=threads)
+    reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit, **(checkpoint or {}))
+    return reference_predictor, artifact_predictor
+
+
+def timed_predict(predictor: Predictor, image: np.ndarray) -> tuple[dict, float]:
+    """One decoded image through one predictor: its detection dict and the wall seconds of the call.
+    The per-image step of `predict_side` and of the Ray workers (runtime/distributed.py)."""
+    t0 = time.perf_counter()
+    detection = predictor.predict([image])[0]
+    return detection, time.perf_counter() - t0
+
+
+def side_run(path: str | Path, info: PredictorInfo, detections: list[dict], latencies_s: list[float],
+             coco: COCO | None, ids: Sequence[int] | None) -> SideRun:
+    """One side's SideRun from its per-image results (image order), with its COCO AP (None without annotations)."""
+    ap = None if coco is None else coco_ap(coco, ids, detections, info.category_ids)
+    return SideRun(path=str(path), backend=info.backend, detections=detections, ap=ap, latencies_s=latencies_s,
+                   class_names=info.class_names)
+
+
+def finish_check(ref: SideRun, art: SideRun, tolerances: parity.Tolerances, paths: Sequence[Path],
+                 unreadable: dict[Path, str] | None = None) -> CheckRun:
+    """The parity report of two finished sides: matching, AP deltas, verdict. Computed once, in this process,
+    however the per-image results were obtained (here or on Ray workers)."""
+    report = parity.check_parity(ref.detections, art.detections, tolerances, ref_ap=ref.ap, test_ap=art.ap)
+    return CheckRun(report=report, reference=ref, artifact=art, image_paths=list(paths), unreadable=unreadable or {})
 
 
 def predict_side(path: str | Path, images: Sequence[np.ndarray], coco: COCO | None, ids: Sequence[int] | None,
@@ -105,13 +147,11 @@ def predict_side(path: str | Path, images: Sequence[np.ndarray], coco: COCO | No
     progress = Progress(len(images), f"{role} ({predictor.backend})", interval=5.0)
     detections, latencies = [], []
     for i, image in enumerate(images):
-        t0 = time.perf_counter()
-        detections.extend(predictor.predict([image]))
-        latencies.append(time.perf_counter() - t0)
+        detection, seconds = timed_predict(predictor, image)
+        detections.append(detection)
+        latencies.append(seconds)
         progress.update(i + 1)
-    return SideRun(path=str(path), backend=predictor.backend, detections=detections,
-                   ap=side_ap(predictor, detections, coco, ids), latencies_s=latencies,
-                   class_names=predictor.class_names)
+    return side_run(path, PredictorInfo.of(predictor), detections, latencies, coco, ids)
 
 
 def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tolerances: parity.Tolerances,
@@ -131,16 +171,14 @@ def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tol
     if reference_run is not None and (reference_run.ap is None) != (coco is None):
         raise ValueError("the reference run and the check data disagree on whether there are annotations: "
                          "run the reference on the same data")
-    # the artifact is loaded first: a missing backend or a corrupt file fails in seconds, not after the reference pass
-    artifact_predictor = load(artifact, threads=threads)
     ref = reference_run
-    if ref is None:  # a checkpoint reference resizes as the artifact does: both sides see the same pixels
-        reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit, **(checkpoint or {}))
+    if ref is None:
+        reference_predictor, artifact_predictor = load_pair(reference, artifact, threads, checkpoint)
         ref = predict_side(reference, images, coco, ids, "reference", threads, predictor=reference_predictor)
+    else:
+        artifact_predictor = load(artifact, threads=threads)
     art = predict_side(artifact, images, coco, ids, "artifact", threads, predictor=artifact_predictor)
-    report = parity.check_parity(ref.detections, art.detections, tolerances, ref_ap=ref.ap, test_ap=art.ap)
-    return CheckRun(report=report, reference=ref, artifact=art, image_paths=list(paths),
-                    unreadable=loaded.unreadable)
+    return finish_check(ref, art, tolerances, paths, loaded.unreadable)
 
 
 @dataclass

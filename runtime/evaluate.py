@@ -24,7 +24,8 @@ from maskrcnn_deploy.runtime.predictor import Predictor
 if TYPE_CHECKING:
     from maskrcnn_deploy.calibration.budget import EvalSet, Evaluate
 
-__all__ = ["category_ids_of", "evaluation_journal", "evaluate_predictor", "graph_ap", "graph_evaluator"]
+__all__ = ["category_ids_of", "evaluation_journal", "eval_batches", "evaluate_batch", "coco_metrics", "evaluate_predictor",
+           "graph_ap", "graph_evaluator"]
 
 
 def category_ids_of(predictor: Predictor) -> list[int]:
@@ -44,6 +45,35 @@ def evaluation_journal(path: str | Path, model_path: str | Path, dataset, batch_
     return Journal(path, key, "eval: COCO results per image", resume=resume)
 
 
+def eval_batches(dataset, batch_size: int, max_images: int | None = None) -> list[list[int]]:
+    """The dataset indices of each batch an evaluation runs, in order: consecutive runs of `batch_size` over
+    the first `max_images` images. Every path (here, resumed, on Ray workers) runs these same batches, because
+    a predictor's detections may depend on which images share a batch (padding)."""
+    n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    return [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+
+
+def evaluate_batch(predictor: Predictor, dataset, indices: list[int], batch_size: int,
+                   mask_threshold: float = 0.5) -> dict[str, list[dict]]:
+    """One batch's step: str(COCO image id) -> that image's COCO results (labels mapped by the dataset's
+    category_ids). Shared by `evaluate_predictor` and the Ray workers (runtime/distributed.py)."""
+    images = [dataset[i][0] for i in indices]  # float [3,H,W] in 0-1
+    dets = predictor.predict(images, batch_size=batch_size, mask_threshold=mask_threshold)
+    ids = [int(dataset.image_ids[i]) for i in indices]
+    return {str(image_id): detections_to_coco_results(image_id, det, dataset.category_ids)
+            for image_id, det in zip(ids, dets)}
+
+
+def coco_metrics(dataset, image_ids: list[int], results_of: dict[str, list[dict]]) -> dict:
+    """The final aggregation: COCO bbox and segm metrics of every image's results (`results_of`, keyed by
+    str(image id)), with num_images and num_detections; computed once, in this process."""
+    results = [r for i in image_ids for r in results_of[str(i)]]
+    metrics = evaluate_coco(dataset.coco, results, image_ids=image_ids)
+    metrics["num_images"] = len(image_ids)
+    metrics["num_detections"] = len(results)
+    return metrics
+
+
 def evaluate_predictor(predictor: Predictor, dataset, batch_size: int = 2, mask_threshold: float = 0.5,
                        max_images: int | None = None, show_progress: bool = True,
                        journal: Journal | None = None) -> dict:
@@ -55,32 +85,24 @@ def evaluate_predictor(predictor: Predictor, dataset, batch_size: int = 2, mask_
     images it already holds are skipped; batches are the same as an uninterrupted run's, so a
     resumed evaluation gives exactly the same metrics. The caller removes it after using the result.
     """
-    n = len(dataset) if max_images is None else min(len(dataset), max_images)
-    image_ids = [int(dataset.image_ids[i]) for i in range(n)]
+    batches = eval_batches(dataset, batch_size, max_images)
+    image_ids = [int(dataset.image_ids[i]) for batch in batches for i in batch]
     results_of = journal.entries if journal is not None else {}  # str(image id) -> COCO results
     done = sum(str(i) in results_of for i in image_ids)
     if done:
-        print(f"resuming: {done} of {n} images already evaluated ({journal.path})", file=sys.stderr)
-    progress = Progress(n, "eval", interval=5.0, start=done) if show_progress else None
-    for start in range(0, n, batch_size):
-        batch_ids = image_ids[start:start + batch_size]
-        if all(str(i) in results_of for i in batch_ids):
+        print(f"resuming: {done} of {len(image_ids)} images already evaluated ({journal.path})", file=sys.stderr)
+    progress = Progress(len(image_ids), "eval", interval=5.0, start=done) if show_progress else None
+    for batch in batches:
+        if all(str(int(dataset.image_ids[i])) in results_of for i in batch):
             continue
-        images = [dataset[i][0] for i in range(start, start + len(batch_ids))]  # float [3,H,W] in 0-1
-        dets = predictor.predict(images, batch_size=batch_size, mask_threshold=mask_threshold)
-        for image_id, det in zip(batch_ids, dets):
-            results = detections_to_coco_results(image_id, det, dataset.category_ids)
+        for image_id, results in evaluate_batch(predictor, dataset, batch, batch_size, mask_threshold).items():
             if journal is not None:
                 journal.record(image_id, results)
             else:
-                results_of[str(image_id)] = results
+                results_of[image_id] = results
         if progress:
-            progress.update(start + len(batch_ids))
-    results = [r for i in image_ids for r in results_of[str(i)]]
-    metrics = evaluate_coco(dataset.coco, results, image_ids=image_ids)
-    metrics["num_images"] = n
-    metrics["num_detections"] = len(results)
-    return metrics
+            progress.update(batch[-1] + 1)
+    return coco_metrics(dataset, image_ids, results_of)
 
 
 def graph_ap(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None) -> dict[str, float]:

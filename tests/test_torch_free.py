@@ -206,14 +206,16 @@ def test_extras_match_pyproject(monkeypatch):
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    assert {"export", "calibrate", "tensorrt", "all", "test"} <= set(extras)
+    assert {"export", "calibrate", "tensorrt", "openvino", "ray", "triton", "all", "test"} <= set(extras)
     packages = {"torch": "export", "torchvision": "export", "onnxscript": "export",
-                "onnxconverter-common": "calibrate", "cuda-bindings": "tensorrt"}
+                "onnxconverter-common": "calibrate", "cuda-bindings": "tensorrt", "openvino": "openvino",
+                "ray": "ray", "tritonclient": "triton"}
     for package, extra in packages.items():
         assert any(req.startswith(package) for req in extras[extra]), (package, extra)
         assert extra_of(package.replace("-", "_").replace("cuda_bindings", "cuda.bindings")) == extra
         assert not any(req.startswith(package) for req in project["dependencies"]), package
-    assert extras["all"] == ["maskrcnn-deploy[export,calibrate,tensorrt]"] and "maskrcnn-deploy[all]" in extras["test"]
+    assert extras["all"] == ["maskrcnn-deploy[export,calibrate,tensorrt,openvino,ray,triton]"]
+    assert "maskrcnn-deploy[all]" in extras["test"]
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
     with pytest.raises(MissingExtraError, match=r"^`x` needs onnxconverter-common .*'maskrcnn-deploy\[calibrate\]'$"):
         require_extra("calibrate", "`x`")

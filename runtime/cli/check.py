@@ -3,6 +3,7 @@ runtime/parity.py), with JSON, HTML and histogram reports; exit 0 PASS, 1 FAIL (
 
     maskrcnn-deploy check runs/r18/model_final.pt out/model.onnx --data data/synth/val.json [--report r.json]
                           [--html r.html] [--tolerance fp32|fp16|int8] [--set NAME=VALUE] [--diverge [OUT_DIR]]
+                          [--ray [ADDRESS] [--ray-workers N]]     # the images spread over a Ray cluster
 
 --diverge: when the check fails and both sides are ONNX graphs, also where the error enters, layer by layer
 (runtime/diverge/, as `maskrcnn-deploy diverge`), into OUT_DIR and as a section of the HTML report.
@@ -15,8 +16,10 @@ import sys
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
+from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.runtime.cli.checkpoint_options import (
     add_checkpoint_options,
+    add_ray_options,
     checkpoint_options,
     require_torch_for_checkpoints,
 )
@@ -41,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--diverge", nargs="?", const="", default=None, metavar="OUT_DIR",
                     help="when the check fails and both sides are ONNX graphs: the layer-by-layer divergence report "
                          "(as `maskrcnn-deploy diverge`) into OUT_DIR (default: <artifact stem>.diverge)")
+    add_ray_options(ch)
     ch.set_defaults(func=run)
 
 
@@ -91,10 +95,17 @@ def run(args: argparse.Namespace) -> int:
     from maskrcnn_deploy.runtime.check import run_check
     from maskrcnn_deploy.runtime.report_html import write_check_html
 
+    if args.ray is not None:
+        require_extra("ray", "`maskrcnn-deploy check --ray`")
     tolerances = _tolerances(args.tolerance, args.set)
     require_torch_for_checkpoints("check", [args.reference, args.artifact])
-    checked = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
-                        checkpoint=checkpoint_options(args))
+    if args.ray is not None:
+        from maskrcnn_deploy.runtime.distributed import check_on_ray
+        checked = check_on_ray(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
+                               checkpoint_options(args), address=args.ray, workers=args.ray_workers)
+    else:
+        checked = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
+                            checkpoint=checkpoint_options(args))
     report = checked.report
     for line in report.summary_lines():
         print(line)

@@ -6,6 +6,9 @@ COCO weights, 1e-5 for an ImageNet-only backbone: the file cannot tell).
 
 A checkpoint runs on PyTorch, the `[export]` extra: `require_torch_for_checkpoints` says so in one line (exit 3)
 where it is not installed; graphs and engines need no torch.
+
+`--ray [ADDRESS]` and `--ray-workers` (`add_ray_options`) live here too: check and eval share them, and a command
+module imports no other command.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Iterable
 from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.model.checkpoint_sources import SOURCES  # imports no torch (read at parser build)
 
-__all__ = ["CHECKPOINT_SUFFIXES", "add_checkpoint_options", "checkpoint_options", "require_torch_for_checkpoints"]
+__all__ = ["CHECKPOINT_SUFFIXES", "add_checkpoint_options", "checkpoint_options", "require_torch_for_checkpoints",
+           "add_ray_options"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl")  # what runtime/load.py runs as the eager PyTorch model
 
@@ -42,3 +46,13 @@ def require_torch_for_checkpoints(command: str, paths: Iterable[str | Path]) -> 
         if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
             require_extra("export", f"`maskrcnn-deploy {command}` on the checkpoint {Path(path).name}",
                           ("torch", "torchvision"))
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """`--ray [ADDRESS]` and `--ray-workers N` (check and eval; runtime/distributed.py)."""
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="spread the images over Ray workers (the [ray] extra): no ADDRESS starts a local Ray, "
+                             "'auto' joins the cluster the environment names, or give a cluster address")
+    parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                        help="Ray workers, each loading the model(s) once (default: one per GPU for an engine, "
+                             "else one per CPU of the cluster)")

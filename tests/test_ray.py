@@ -1,0 +1,113 @@
+"""`check --ray` and `eval --ray` (runtime/distributed.py): the images spread over Ray workers give the
+single-process report, also when a worker dies mid-run; without ray, `--ray` exits 3 naming the extra.
+
+One local Ray (2 CPUs, no dashboard) serves the module; `--ray` joins it. Model: a seeded ResNet-18-FPN with small
+heads at 128-160 px (tests/test_robustness.py) and its ONNX export, on 4 synthetic images. A Ray worker asks
+for one CPU, so Ray runs PyTorch in it on one thread (OMP_NUM_THREADS=1); the single-process runs here use
+one thread too (a different thread count changes float sums in the last bits, and so the report's decimals).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+from maskrcnn_deploy.model.checkpoint import save_checkpoint
+from maskrcnn_deploy.model.config import resnet18_fpn
+from maskrcnn_deploy.model.data.images import list_images
+from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
+from maskrcnn_deploy.runtime import parity
+from maskrcnn_deploy.runtime.cli import main
+from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_BACKEND_UNAVAILABLE, EXIT_OK
+from maskrcnn_deploy.runtime.distributed import check_image, check_on_ray
+
+from seeded_models import pseudo_ground_truth, seeded_model
+
+NUM_CLASSES = 4
+SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
+             box_fc_dim=256, detections_per_img=20, rpn_post_nms_top_n_test=200)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """Checkpoint, its ONNX graph, 4 val images with pseudo ground truth, and the single-process check report."""
+    root = tmp_path_factory.mktemp("ray")
+    make_synthetic_dataset(root / "data", num_train=1, num_val=4, seed=5, image_size=(150, 190))
+    cfg = resnet18_fpn(NUM_CLASSES, **SMALL)
+    checkpoint = save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
+    gt = pseudo_ground_truth(checkpoint, list_images(root / "data" / "val"), root / "data" / "val_pseudo.json",
+                             NUM_CLASSES)
+    graph = root / "r18.onnx"
+    export_checkpoint(checkpoint, graph, ExportOptions())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a one-CPU Ray worker
+    try:
+        assert main(["check", str(checkpoint), str(graph), "--data", str(gt), "--threads", "1",
+                     "--report", str(root / "single.json")]) == EXIT_OK
+    finally:
+        torch.set_num_threads(threads)
+    return {"root": root, "checkpoint": checkpoint, "graph": graph, "gt": gt,
+            "single": json.loads((root / "single.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def test_check_on_ray_gives_the_single_process_report(made, local_ray, tmp_path):
+    report = tmp_path / "ray.json"
+    assert main(["check", str(made["checkpoint"]), str(made["graph"]), "--data", str(made["gt"]), "--threads", "1",
+                 "--ray", "--ray-workers", "2", "--report", str(report)]) == EXIT_OK
+    ray_report = json.loads(report.read_text())
+    assert ray_report["images"] == 4 and ray_report["ap"]["reference"]["bbox"]["AP"] > 0.2
+    assert ray_report == made["single"]  # the report holds no timing field: equal as a whole
+
+
+def _dies_once_on_the_third_image(marker: str, state, path: str) -> dict:
+    """check_image, but the worker process exits (no cleanup, as a killed one) on the third image, once."""
+    if path.endswith("000002.png") and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return check_image(state, path)
+
+
+def test_a_worker_dying_mid_run_is_restarted_and_the_report_is_unchanged(made, local_ray):
+    """Ray restarts the dead actor (max_restarts) and reruns its task (max_task_retries); the marker proves the
+    worker did exit."""
+    marker = made["root"] / "worker-died"
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this file
+    assert sorted(p.name for p in list_images(made["root"] / "data" / "val"))[2].endswith("000002.png")
+    run = check_on_ray(made["checkpoint"], made["graph"], made["gt"], parity.tolerances_from("fp32"), threads=1,
+                       workers=2, step=functools.partial(_dies_once_on_the_third_image, str(marker)))
+    assert marker.exists()
+    assert run.report.to_dict() == made["single"]
+
+
+def test_eval_on_ray_gives_the_single_process_metrics(made, local_ray, tmp_path):
+    single, ray = tmp_path / "single.json", tmp_path / "ray.json"
+    assert main(["eval", str(made["graph"]), "--data", str(made["gt"]), "--out", str(single)]) == 0
+    assert main(["eval", str(made["graph"]), "--data", str(made["gt"]), "--out", str(ray), "--ray"]) == 0
+    metrics = [json.loads(p.read_text()) for p in (single, ray)]
+    for m in metrics:
+        m.pop("eval_wall_s")
+    assert metrics[0] == metrics[1] and metrics[0]["num_images"] == 4 and metrics[0]["bbox"]["AP"] > 0.2
+
+
+@pytest.mark.parametrize("command", [["check", "a.onnx", "b.onnx", "--data", "d.json", "--ray"],
+                                     ["eval", "a.onnx", "--data", "d.json", "--ray", "auto"]])
+def test_ray_missing_exits_3_naming_the_extra(monkeypatch, capsys, command):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ModuleNotFoundError
+    assert main(command) == EXIT_BACKEND_UNAVAILABLE
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and f"`maskrcnn-deploy {command[0]} --ray` needs Ray" in err
+    assert err.endswith("pip install 'maskrcnn-deploy[ray]'"), err
