@@ -116,12 +116,13 @@ def predict_side(path: str | Path, images: Sequence[np.ndarray], coco: COCO | No
 
 def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tolerances: parity.Tolerances,
               max_images: int | None = None, threads: int | None = None,
-              reference_run: SideRun | None = None, checkpoint: dict | None = None) -> CheckRun:
+              reference_run: SideRun | None = None, checkpoint: dict | None = None, backend: str = "auto") -> CheckRun:
     """Parity of `artifact` against `reference` on the images of `data` (see load_check_images).
 
     reference_run: a finished run of the reference over the same images (the demo checks several
     artifacts against one PyTorch run); `reference` is then not loaded again. checkpoint: how to read a
-    checkpoint reference ({"source": .., "bn_eps": ..}, see model/checkpoint.py `load_checkpoint`).
+    checkpoint reference ({"source": .., "bn_eps": ..}, see model/checkpoint.py `load_checkpoint`). backend: what
+    runs an .onnx artifact (runtime/load.py BACKENDS); the reference runs as `load` chooses by its suffix.
     """
     loaded = load_check_images(data, max_images)
     paths, images, coco, ids = loaded.paths, loaded.images, loaded.coco, loaded.ids
@@ -132,7 +133,7 @@ def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tol
         raise ValueError("the reference run and the check data disagree on whether there are annotations: "
                          "run the reference on the same data")
     # the artifact is loaded first: a missing backend or a corrupt file fails in seconds, not after the reference pass
-    artifact_predictor = load(artifact, threads=threads)
+    artifact_predictor = load(artifact, threads=threads, backend=backend)
     ref = reference_run
     if ref is None:  # a checkpoint reference resizes as the artifact does: both sides see the same pixels
         reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit, **(checkpoint or {}))

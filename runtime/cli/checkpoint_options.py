@@ -6,6 +6,10 @@ COCO weights, 1e-5 for an ImageNet-only backbone: the file cannot tell).
 
 A checkpoint runs on PyTorch, the `[export]` extra: `require_torch_for_checkpoints` says so in one line (exit 3)
 where it is not installed; graphs and engines need no torch.
+
+`--backend` (`add_backend_option`, for predict, check, bench and calibrate --eval-data) says what runs an .onnx
+graph (runtime/load.py BACKENDS): "auto" is ONNX Runtime; "openvino" runs the standard-ops graph in OpenVINO (the
+`[openvino]` extra: exit 3 without it; a custom-op graph is refused, exit 2). Checkpoints and engines take "auto".
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from typing import Iterable
 
 from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.model.checkpoint_sources import SOURCES  # imports no torch (read at parser build)
+from maskrcnn_deploy.runtime.load import BACKENDS
 
-__all__ = ["CHECKPOINT_SUFFIXES", "add_checkpoint_options", "checkpoint_options", "require_torch_for_checkpoints"]
+__all__ = ["CHECKPOINT_SUFFIXES", "add_checkpoint_options", "checkpoint_options", "require_torch_for_checkpoints",
+           "add_backend_option"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl")  # what runtime/load.py runs as the eager PyTorch model
 
@@ -42,3 +48,10 @@ def require_torch_for_checkpoints(command: str, paths: Iterable[str | Path]) -> 
         if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
             require_extra("export", f"`maskrcnn-deploy {command}` on the checkpoint {Path(path).name}",
                           ("torch", "torchvision"))
+
+
+def add_backend_option(parser: argparse.ArgumentParser, what: str = "the .onnx graph", **kwargs) -> None:
+    """Add `--backend {auto,onnxruntime,openvino}` saying what runs `what` (kwargs: e.g. action="append")."""
+    parser.add_argument("--backend", choices=BACKENDS, default=kwargs.pop("default", "auto"),
+                        help=f"what runs {what}: auto (ONNX Runtime), onnxruntime or openvino (standard-ops "
+                             "graphs, pip install 'maskrcnn-deploy[openvino]')", **kwargs)
