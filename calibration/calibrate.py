@@ -53,6 +53,7 @@ class CalibrateOptions:
     trt_version: str = DEFAULT_TRT_VERSION
     cache_algorithm: str = "EntropyCalibration2"
     threads: int | None = None  # ONNX Runtime threads of the evaluator (bound by the caller; part of the budget key)
+    evaluator: str = "auto"  # the runtime the caller's evaluator runs graphs in (runtime/load.py BACKENDS; budget key)
     resume: bool = True  # continue an interrupted run with the same inputs from its progress files
 
 
@@ -105,7 +106,8 @@ def _progress_keys(options: CalibrateOptions, batches: CalibrationBatches, evals
     if evalset is None:
         return ranges, ""
     coco, ids = evalset.coco, evalset.image_ids
-    budget = inputs_key("budget", ranges, options.fallback, options.threads, [file_digest(p) for p in evalset.images],
+    runs = options.threads if options.evaluator in ("auto", "onnxruntime") else (options.threads, options.evaluator)
+    budget = inputs_key("budget", ranges, options.fallback, runs, [file_digest(p) for p in evalset.images],
                         coco.dataset.get("categories"), [coco.imgs[i] for i in ids], [coco.imgToAnns[i] for i in ids])
     return ranges, budget
 

@@ -106,11 +106,11 @@ class PredictorInfo:
 
 
 def load_pair(reference: str | Path, artifact: str | Path, threads: int | None = None,
-              checkpoint: dict | None = None) -> tuple[Predictor, Predictor]:
-    """(reference, artifact) predictors. The artifact is loaded first: a missing backend or a corrupt file fails
-    in seconds, not after the reference pass; a checkpoint reference resizes as the artifact does, so both
-    sides see the same pixels."""
-    artifact_predictor = load(artifact, threads=threads)
+              checkpoint: dict | None = None, backend: str = "auto") -> tuple[Predictor, Predictor]:
+    """(reference, artifact) predictors. The artifact is loaded first (by `backend`, runtime/load.py BACKENDS): a
+    missing backend or a corrupt file fails in seconds, not after the reference pass; a checkpoint reference
+    resizes as the artifact does, so both sides see the same pixels."""
+    artifact_predictor = load(artifact, threads=threads, backend=backend)
     reference_predictor = load(reference, threads=threads, fit=artifact_predictor.fit, **(checkpoint or {}))
     return reference_predictor, artifact_predictor
 
@@ -156,12 +156,13 @@ def predict_side(path: str | Path, images: Sequence[np.ndarray], coco: COCO | No
 
 def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tolerances: parity.Tolerances,
               max_images: int | None = None, threads: int | None = None,
-              reference_run: SideRun | None = None, checkpoint: dict | None = None) -> CheckRun:
+              reference_run: SideRun | None = None, checkpoint: dict | None = None, backend: str = "auto") -> CheckRun:
     """Parity of `artifact` against `reference` on the images of `data` (see load_check_images).
 
     reference_run: a finished run of the reference over the same images (the demo checks several
     artifacts against one PyTorch run); `reference` is then not loaded again. checkpoint: how to read a
-    checkpoint reference ({"source": .., "bn_eps": ..}, see model/checkpoint.py `load_checkpoint`).
+    checkpoint reference ({"source": .., "bn_eps": ..}, see model/checkpoint.py `load_checkpoint`). backend: what
+    runs an .onnx artifact (runtime/load.py BACKENDS); the reference runs as `load` chooses by its suffix.
     """
     loaded = load_check_images(data, max_images)
     paths, images, coco, ids = loaded.paths, loaded.images, loaded.coco, loaded.ids
@@ -173,10 +174,10 @@ def run_check(reference: str | Path, artifact: str | Path, data: str | Path, tol
                          "run the reference on the same data")
     ref = reference_run
     if ref is None:
-        reference_predictor, artifact_predictor = load_pair(reference, artifact, threads, checkpoint)
+        reference_predictor, artifact_predictor = load_pair(reference, artifact, threads, checkpoint, backend)
         ref = predict_side(reference, images, coco, ids, "reference", threads, predictor=reference_predictor)
     else:
-        artifact_predictor = load(artifact, threads=threads)
+        artifact_predictor = load(artifact, threads=threads, backend=backend)
     art = predict_side(artifact, images, coco, ids, "artifact", threads, predictor=artifact_predictor)
     return finish_check(ref, art, tolerances, paths, loaded.unreadable)
 

@@ -143,9 +143,9 @@ def _project_error(err: BaseException) -> BaseException | None:
 
 
 # ------------------------------------------------------------------------------------------------ check
-def check_setup(reference: str, artifact: str, threads: int | None, checkpoint: dict | None):
+def check_setup(reference: str, artifact: str, threads: int | None, checkpoint: dict | None, backend: str = "auto"):
     """A check worker's state: (reference predictor, artifact predictor, their PredictorInfo)."""
-    ref, art = load_pair(reference, artifact, threads, checkpoint)
+    ref, art = load_pair(reference, artifact, threads, checkpoint, backend)
     return ref, art, (PredictorInfo.of(ref), PredictorInfo.of(art))
 
 
@@ -185,13 +185,14 @@ def _gather_check(results: list[dict], paths: Sequence[Path], coco, ids, data, r
 def check_on_ray(reference: str | Path, artifact: str | Path, data: str | Path, tolerances: parity.Tolerances,
                  max_images: int | None = None, threads: int | None = None, checkpoint: dict | None = None,
                  address: str | None = "local", workers: int | None = None,
-                 step: Callable[[Any, str], dict] = check_image) -> CheckRun:
+                 step: Callable[[Any, str], dict] = check_image, backend: str = "auto") -> CheckRun:
     """runtime/check.py `run_check` with the images spread over Ray workers (see the module docstring); the same
     CheckRun apart from latencies. step: the per-image step (a test wraps it to kill a worker once)."""
     with ray_session(address, "`maskrcnn-deploy check --ray`"):
         paths, coco, ids = images_and_annotations(data, max_images)
         gpus = 1.0 if any(Path(m).suffix.lower() in ENGINE_SUFFIXES for m in (reference, artifact)) else 0.0
-        results = map_on_ray([str(p) for p in paths], check_setup, (str(reference), str(artifact), threads, checkpoint),
+        results = map_on_ray([str(p) for p in paths], check_setup,
+                             (str(reference), str(artifact), threads, checkpoint, backend),
                              step, workers, gpus, desc="check (reference + artifact, ray)")
     return _gather_check(results, paths, coco, ids, data, reference, artifact, tolerances)
 

@@ -105,21 +105,23 @@ def evaluate_predictor(predictor: Predictor, dataset, batch_size: int = 2, mask_
     return coco_metrics(dataset, image_ids, results_of)
 
 
-def graph_ap(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None) -> dict[str, float]:
-    """{"bbox": AP points, "segm": AP points} (AP x 100) of a deploy graph in ONNX Runtime on `evalset`."""
-    from maskrcnn_deploy.runtime.backend.onnxrt import OnnxPredictor
+def graph_ap(model: onnx.ModelProto, evalset: EvalSet, threads: int | None = None,
+             backend: str = "auto") -> dict[str, float]:
+    """{"bbox": AP points, "segm": AP points} (AP x 100) of a deploy graph on `evalset`, in ONNX Runtime or the
+    `backend` runtime/load.py names ("openvino")."""
+    from maskrcnn_deploy.runtime.load import load
 
     with tempfile.TemporaryDirectory(prefix="mrd_eval_") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
-        predictor = OnnxPredictor(path, threads)
+        predictor = load(path, threads=threads, backend=backend)
         # one image per call: run_session holds a Ctrl-C until the graph returns
         detections = [predictor.predict([image])[0] for image in evalset.images]
     metrics = coco_ap(evalset.coco, evalset.image_ids, detections, category_ids_of(predictor))
     return {kind: 100.0 * metrics[kind]["AP"] for kind in ("bbox", "segm")}
 
 
-def graph_evaluator(threads: int | None = None) -> Evaluate:
+def graph_evaluator(threads: int | None = None, backend: str = "auto") -> Evaluate:
     """The evaluator the INT8 AP budget takes (calibration/budget.py `Evaluate`): `graph_ap` with ONNX
-    Runtime's intra-op `threads`."""
-    return lambda model, evalset: graph_ap(model, evalset, threads)
+    Runtime's intra-op `threads` (or `backend`'s, e.g. "openvino")."""
+    return lambda model, evalset: graph_ap(model, evalset, threads, backend)

@@ -2,6 +2,7 @@
 
     maskrcnn-deploy bench runs/r18/model_final.pt out/r18.onnx out/r18.engine --data data/synth/val.json \\
         [--max-images 20] [--warmup 3] [--iterations 5] [--threads 2] [--batch-size 1] [--out out/bench]
+    maskrcnn-deploy bench out/r18.onnx out/r18.onnx --backend onnxruntime --backend openvino --data ...
 
 Prints one row per artifact (p50/p90/p99 ms per call, images/s, median stage times, speed-up vs the
 first artifact); --json / --plot (or --out DIR for DIR/bench.json and DIR/bench.png) write them.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
 from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_backend_option,
     add_checkpoint_options,
     checkpoint_options,
     require_torch_for_checkpoints,
@@ -45,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     paths, _, _ = images_and_annotations(args.data, args.max_images)
     settings = bench.BenchSettings(warmup=args.warmup, iterations=args.iterations, batch_size=args.batch_size,
                                    threads=args.threads, data=args.data)
-    predictors = [load(path, threads=args.threads, **checkpoint_options(args)) for path in args.artifacts]
+    backends = _backends(args.backend, args.artifacts)
+    predictors = [load(path, threads=args.threads, backend=backend, **checkpoint_options(args))
+                  for path, backend in zip(args.artifacts, backends)]
     torch = sys.modules.get("torch")  # checkpoints run on torch's threads; a torch-free run has none to set
     threads_before = torch.get_num_threads() if torch else None
     if torch and args.threads:
@@ -72,6 +76,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backends(given: list[str] | None, artifacts: list[str]) -> list[str]:
+    """One backend per artifact from `--backend` given once (for every .onnx artifact; checkpoints and
+    engines keep "auto") or once per artifact; UsageError otherwise."""
+    if not given:
+        return ["auto"] * len(artifacts)
+    if len(given) == 1:
+        return [given[0] if Path(path).suffix.lower() == ".onnx" else "auto" for path in artifacts]
+    if len(given) != len(artifacts):
+        raise UsageError(f"--backend given {len(given)} times for {len(artifacts)} artifacts: give it once, "
+                         "or once per artifact in their order")
+    return given
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     be = sub.add_parser("bench", help="latency percentiles, throughput and stage times of artifacts side by side")
     be.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
@@ -85,6 +102,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--threads", type=int, default=None,
                     help="ONNX Runtime intra-op threads and torch threads (checkpoints, the RoIAlign op)")
     be.add_argument("--batch-size", type=int, default=1, help="images per predict call")
+    add_backend_option(be, "the .onnx artifacts (once for all, or once per artifact, in order: the same graph may "
+                           "be given twice)", action="append", default=None)
     be.add_argument("--json", default=None, help="write the report (JSON) here")
     be.add_argument("--plot", default=None, help="write the stacked-bar chart (PNG) here")
     be.add_argument("--out", default=None, help="folder for bench.json and bench.png (unless --json/--plot say)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from maskrcnn_deploy.common.extras import require_extra
+from maskrcnn_deploy.runtime.cli.checkpoint_options import add_backend_option
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +36,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ca.add_argument("--cache-algorithm", choices=ALGORITHMS, default="EntropyCalibration2",
                     help="calibrator named in the cache header (must match the one TensorRT runs)")
     ca.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads for evaluation")
+    add_backend_option(ca, "the candidate graphs --eval-data scores")
     ca.add_argument("--no-resume", action="store_true",
                     help="start afresh, ignoring the progress files an interrupted run left beside the output")
     ca.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.eval_data and args.backend == "openvino":
+        require_extra("openvino", "`maskrcnn-deploy calibrate --backend openvino`")
     if args.eval_data and args.fallback == "fp16":  # the AP budget writes the groups it keeps out of INT8 in fp16
         require_extra("calibrate", "`maskrcnn-deploy calibrate --fallback fp16`")
     from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8
@@ -50,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
         num_images=args.num_images, batch_size=args.batch_size, num_bins=args.num_bins, eval_data=args.eval_data,
         eval_images=args.eval_images, max_ap_drop=args.max_ap_drop, fallback=args.fallback,
         trt_version=args.trt_version, cache_algorithm=args.cache_algorithm, threads=args.threads,
-        resume=not args.no_resume)
+        evaluator=args.backend, resume=not args.no_resume)
     evaluate = None
-    if args.eval_data:  # the AP budget scores candidate graphs with ONNX Runtime (calibration imports no runtime)
+    if args.eval_data:  # the AP budget scores candidate graphs in --backend (calibration imports no runtime)
         from maskrcnn_deploy.runtime.evaluate import graph_evaluator
 
-        evaluate = graph_evaluator(args.threads)
+        evaluate = graph_evaluator(args.threads, args.backend)
     calibrate_int8(options, evaluate=evaluate)
     return 0

@@ -18,6 +18,7 @@ from pathlib import Path
 from maskrcnn_deploy.common.errors import UsageError
 from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_backend_option,
     add_checkpoint_options,
     add_ray_options,
     checkpoint_options,
@@ -35,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ch.add_argument("--max-images", type=int, default=None)
     ch.add_argument("--tolerance", default="fp32", help="preset: fp32, fp16, int8")
     ch.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one tolerance")
-    ch.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ch.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op (or OpenVINO) threads")
+    add_backend_option(ch, "the artifact when it is an .onnx graph (an .onnx reference runs in ONNX Runtime)")
     ch.add_argument("--report", default=None, help="write the JSON report here")
     ch.add_argument("--histogram", default=None, help="write error histograms (PNG) here")
     ch.add_argument("--html", default=None,
@@ -102,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from maskrcnn_deploy.runtime.distributed import check_on_ray
         checked = check_on_ray(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
-                               checkpoint_options(args), address=args.ray, workers=args.ray_workers)
+                               checkpoint_options(args), address=args.ray, workers=args.ray_workers,
+                               backend=args.backend)
     else:
         checked = run_check(args.reference, args.artifact, args.data, tolerances, args.max_images, args.threads,
-                            checkpoint=checkpoint_options(args))
+                            checkpoint=checkpoint_options(args), backend=args.backend)
     report = checked.report
     for line in report.summary_lines():
         print(line)

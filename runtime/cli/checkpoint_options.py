@@ -9,6 +9,9 @@ where it is not installed; graphs and engines need no torch.
 
 `--ray [ADDRESS]` and `--ray-workers` (`add_ray_options`) live here too: check and eval share them, and a command
 module imports no other command.
+`--backend` (`add_backend_option`, for predict, check, bench and calibrate --eval-data) says what runs an .onnx
+graph (runtime/load.py BACKENDS): "auto" is ONNX Runtime; "openvino" runs the standard-ops graph in OpenVINO (the
+`[openvino]` extra: exit 3 without it; a custom-op graph is refused, exit 2). Checkpoints and engines take "auto".
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from typing import Iterable
 
 from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.model.checkpoint_sources import SOURCES  # imports no torch (read at parser build)
+from maskrcnn_deploy.runtime.load import BACKENDS
 
 __all__ = ["CHECKPOINT_SUFFIXES", "add_checkpoint_options", "checkpoint_options", "require_torch_for_checkpoints",
-           "add_ray_options"]
+           "add_ray_options", "add_backend_option"]
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pkl")  # what runtime/load.py runs as the eager PyTorch model
 
@@ -56,3 +60,10 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-workers", type=int, default=None, metavar="N",
                         help="Ray workers, each loading the model(s) once (default: one per GPU for an engine, "
                              "else one per CPU of the cluster)")
+
+
+def add_backend_option(parser: argparse.ArgumentParser, what: str = "the .onnx graph", **kwargs) -> None:
+    """Add `--backend {auto,onnxruntime,openvino}` saying what runs `what` (kwargs: e.g. action="append")."""
+    parser.add_argument("--backend", choices=BACKENDS, default=kwargs.pop("default", "auto"),
+                        help=f"what runs {what}: auto (ONNX Runtime), onnxruntime or openvino (standard-ops "
+                             "graphs, pip install 'maskrcnn-deploy[openvino]')", **kwargs)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
 from maskrcnn_deploy.runtime.cli.checkpoint_options import (
+    add_backend_option,
     add_checkpoint_options,
     checkpoint_options,
     require_torch_for_checkpoints,
@@ -24,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("predict", help="draw predicted masks over images (PNG)")
     pr.add_argument("checkpoint", help="checkpoint (.pt/.pth/.pkl), ONNX deploy graph (.onnx) or TensorRT engine")
     add_checkpoint_options(pr)
+    add_backend_option(pr)
     pr.add_argument("images", nargs="+", help="image files or folders (png, jpg, jpeg, bmp; any mode: made RGB)")
     pr.add_argument("--out", required=True)
     pr.add_argument("--score-thresh", type=float, default=0.5)
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     paths = _image_paths(args.images, args.limit)
     require_torch_for_checkpoints("predict", [args.checkpoint])
-    predictor = load(args.checkpoint, **checkpoint_options(args))
+    predictor = load(args.checkpoint, backend=args.backend, **checkpoint_options(args))
     class_names = predictor.class_names or \
         ["__background__"] + [f"class{i}" for i in range(1, predictor.config.num_classes)]
     out = Path(args.out)
