@@ -20,7 +20,7 @@ from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN
 from maskrcnn_deploy.export.onnx_export import ExportError, ExportOptions, export_checkpoint, verify_onnx
 from maskrcnn_deploy.export.preprocess import ImageFitError
 from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict, save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn, torchvision_v1
+from maskrcnn_deploy.model.config import torchvision_v1
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load, parity
@@ -28,7 +28,7 @@ from maskrcnn_deploy.runtime.backend.pytorch import DeployTorchPredictor
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.predictor import PredictorError
 
-from seeded_models import make_masks_confident, seeded_model
+from seeded_models import make_masks_confident
 
 NUM_CLASSES = 4
 
@@ -40,12 +40,6 @@ def data(tmp_path_factory):
     coco = json.loads(open(paths["val"]).read())
     images = [out / "val" / im["file_name"] for im in coco["images"]]
     return paths["val"], images
-
-
-def _r18_checkpoint(path):
-    cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
-    save_checkpoint(path, seeded_model(cfg), cfg)
-    return path
 
 
 def _r50_checkpoint(path):
@@ -60,20 +54,21 @@ def _r50_checkpoint(path):
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def checkpoints(tmp_path_factory, small_r18):
     root = tmp_path_factory.mktemp("ckpt")
-    return {"r18": _r18_checkpoint(root / "r18.pt"), "r50": _r50_checkpoint(root / "r50.pt")}
+    return {"r18": small_r18.checkpoint, "r50": _r50_checkpoint(root / "r50.pt")}  # r18: tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def exported(checkpoints, tmp_path_factory):
+def exported(checkpoints, tmp_path_factory, small_r18):
     root = tmp_path_factory.mktemp("onnx")
     files = {}
-    for name, flavour, dynamic in (("r18", "custom", False), ("r18", "standard", False), ("r18", "custom", True),
-                                   ("r50", "custom", False), ("r50", "standard", True)):
-        path = root / f"{name}_{flavour}_{'dynamic' if dynamic else 'static'}.onnx"
-        export_checkpoint(checkpoints[name], path, ExportOptions(roi_align=flavour, dynamic=dynamic))
-        files[(name, flavour, dynamic)] = path
+    for flavour, dynamic in (("custom", False), ("standard", False), ("custom", True)):
+        files[("r18", flavour, dynamic)] = small_r18.graph(flavour, dynamic)  # shared with other test files
+    for flavour, dynamic in (("custom", False), ("standard", True)):
+        path = root / f"r50_{flavour}_{'dynamic' if dynamic else 'static'}.onnx"
+        export_checkpoint(checkpoints["r50"], path, ExportOptions(roi_align=flavour, dynamic=dynamic))
+        files[("r50", flavour, dynamic)] = path
     return files
 
 

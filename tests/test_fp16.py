@@ -24,28 +24,20 @@ from maskrcnn_deploy.calibration.qdq import quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges
 from maskrcnn_deploy.calibration.regions import PrecisionError, find_region
 from maskrcnn_deploy.export.graph_io import read_onnx
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.export.onnx_ops import register_schema
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.plugins.onnxruntime_op import load_session
 from maskrcnn_deploy.runtime import load, parity
-
-from seeded_models import seeded_model
 
 NUM_CLASSES = 4
 FLOAT32_OPS = ("Exp", "Sigmoid", "Softmax", "MultiLevelRoIAlign", "Log", "Sqrt", "NonMaxSuppression", "TopK")
 
 
 @pytest.fixture(scope="module")
-def fp16(tmp_path_factory):
+def fp16(tmp_path_factory, small_r18):
     root = tmp_path_factory.mktemp("fp16")
     data = make_synthetic_dataset(root / "data", num_train=6, num_val=3, seed=5, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
-    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
-    export_checkpoint(root / "r18.pt", root / "r18.onnx", ExportOptions(roi_align="custom"))
-    graph = load_float_graph(root / "r18.onnx")
+    graph = load_float_graph(small_r18.graph("custom"))  # tests/conftest.py: the shared seeded R18
     amax = collect_ranges(graph.model, CalibrationBatches.from_data(data["train"], graph), "max", show_progress=False)
     model16, rows = convert_fp16(graph, amax)
     save_checked(model16, root / "r18.fp16.onnx")  # full checker + an ONNX Runtime session on the saved file

@@ -20,16 +20,11 @@ from onnx import TensorProto, helper
 
 from maskrcnn_deploy.export.deploy_model import OUTPUT_NAMES
 from maskrcnn_deploy.export.graph_io import read_onnx
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.plugins import native, onnxruntime_op
 from maskrcnn_deploy.plugins.onnxruntime_op import custom_op_library_path, load_session, run_session
 from maskrcnn_deploy.plugins.op_spec import DOMAIN, OP_TYPE, is_custom_roi_align
 from maskrcnn_deploy.plugins.torch_ops import fpn_levels, multilevel_roi_align_op
 from maskrcnn_deploy.runtime.backend.pytorch import DeployTorchPredictor
-
-from seeded_models import seeded_model
 
 SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 IMAGE = (320, 448)  # (H, W) of the input the feature maps belong to
@@ -231,13 +226,9 @@ def torch_wrapped_callback():
 
 
 @pytest.fixture(scope="module")
-def r18_graph(tmp_path_factory):
+def r18_graph(small_r18):
     """A small ResNet-18-FPN checkpoint and its static custom-node graph (128x160 canvas)."""
-    root = tmp_path_factory.mktemp("r18")
-    cfg = resnet18_fpn(4, min_size=128, max_size=160, box_score_thresh=0.05)
-    checkpoint = save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
-    export_checkpoint(checkpoint, root / "r18.onnx", ExportOptions(roi_align="custom"))
-    return checkpoint, root / "r18.onnx", cfg
+    return small_r18.checkpoint, small_r18.graph("custom"), small_r18.config  # tests/conftest.py
 
 
 def _batch(cfg, canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

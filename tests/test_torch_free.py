@@ -63,28 +63,22 @@ def run_cli(python: str, *args: str, cwd: Path) -> tuple[int, list[str], str, st
 
 # ------------------------------------------------------------------------------- made in the full environment
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
+def made(tmp_path_factory, small_r18):
     """Synthetic val images with the checkpoint's own top detections as ground truth (AP well above 0, and it moves
     when the results move), a seeded ResNet-18-FPN checkpoint, its two static ONNX graphs and the full
     environment's check reports of each graph against the checkpoint (the PyTorch path)."""
-    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-    from maskrcnn_deploy.model.checkpoint import save_checkpoint
-    from maskrcnn_deploy.model.config import resnet18_fpn
     from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 
-    from seeded_models import pseudo_ground_truth, seeded_model
+    from seeded_models import pseudo_ground_truth
 
     root = tmp_path_factory.mktemp("torch_free")
     make_synthetic_dataset(root / "data", num_train=1, num_val=3, seed=3, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
-    ckpt = root / "r18.pt"
-    save_checkpoint(ckpt, seeded_model(cfg), cfg)
+    ckpt = small_r18.checkpoint  # tests/conftest.py: the shared seeded R18 and its graphs
     val = pseudo_ground_truth(ckpt, sorted((root / "data" / "val").glob("*.png")), root / "data" / "val_pseudo.json",
                               NUM_CLASSES)
     graphs, reports = {}, {}
     for flavour in ("custom", "standard"):
-        graphs[flavour] = root / f"r18_{flavour}.onnx"
-        export_checkpoint(ckpt, graphs[flavour], ExportOptions(roi_align=flavour))
+        graphs[flavour] = small_r18.graph(flavour)
         reports[flavour] = root / f"full_{flavour}.json"
         code = cli.main(["check", str(ckpt), str(graphs[flavour]), "--data", str(val), "--report",
                          str(reports[flavour]), "--html", str(root / f"full_{flavour}.html")])
