@@ -5,6 +5,8 @@
     export    both ONNX flavours: the custom MultiLevelRoIAlign node      OUT/model.onnx
               and standard RoiAlign ops                                  OUT/model.standard.onnx
     precision float16 graph and INT8 Q/DQ graph (percentile)             OUT/model.fp16.onnx, OUT/model.int8.onnx
+    cpu int8  with OpenVINO installed: the CPU INT8 graph of the         OUT/model.cpu-int8.onnx
+              standard-ops one (calibrate --target cpu), and OpenVINO rows for it and the float32 standard graph
     tensorrt  FP32/FP16/INT8 engines when TensorRT and a GPU are here    OUT/model*.engine
     check     every artifact against the PyTorch model on the val split  OUT/checks/<row>.{json,html,png}
     table     backend, precision, AP, AP drop, parity, latency, speed-up OUT/demo.{json,html}, printed
@@ -39,7 +41,7 @@ class DemoSettings:
 
 @dataclass
 class DemoRow:
-    backend: str                  # pytorch | onnxruntime | tensorrt
+    backend: str                  # pytorch | onnxruntime | openvino | tensorrt
     precision: str                # fp32 | fp16 | int8
     graph: str                    # what runs: checkpoint, custom-op or standard-op graph, engine
     artifact: str | None = None
@@ -120,6 +122,22 @@ def _int8(s: DemoSettings, onnx_path: Path, data: Path) -> Path:
         num_images=s.calibration_images, threads=s.threads)))
 
 
+def _cpu_int8(s: DemoSettings, standard: Path, data: Path) -> Path:
+    from maskrcnn_deploy.calibration.calibrate import CalibrateOptions
+    from maskrcnn_deploy.calibration.cpu_int8 import quantize_cpu_int8
+
+    out = standard.with_name("model.cpu-int8.onnx")
+    return _made_once(out, lambda: quantize_cpu_int8(CalibrateOptions(
+        model=str(standard), data=str(data / "train.json"), output=str(out), method="max",
+        num_images=s.calibration_images)))
+
+
+def _openvino_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def tensorrt_unavailable_reason() -> str | None:
     """None when TensorRT (10 or later) and a CUDA GPU are here; else the backend's own one-line reason (the
     plugin library is built when missing, and a missing compiler then stops the demo with its own error)."""
@@ -181,7 +199,8 @@ def _check_row(row: DemoRow, checkpoint: Path, data: Path, s: DemoSettings, refe
     checks = s.out / "checks"
     checks.mkdir(parents=True, exist_ok=True)
     run = run_check(checkpoint, row.artifact, data / "val.json", parity.tolerances_from(row.precision),
-                    max_images=s.check_images, threads=s.threads, reference_run=reference_run)
+                    max_images=s.check_images, threads=s.threads, reference_run=reference_run,
+                    backend="openvino" if row.backend == "openvino" else "auto")
     parity.write_report_json(run.report, checks / f"{name}.json")
     write_check_html(run, checks / f"{name}.html", title=f"{row.backend} {row.precision} ({row.graph}) vs PyTorch")
     row.bbox_ap, row.segm_ap = _ap(run.artifact)
@@ -209,6 +228,9 @@ def run_demo(s: DemoSettings) -> list[DemoRow]:
             DemoRow("onnxruntime", "fp32", "standard ops", str(standard)),
             DemoRow("onnxruntime", "fp16", "custom op", str(fp16)),
             DemoRow("onnxruntime", "int8", "custom op", str(int8))]
+    if _openvino_installed():  # the standard-ops graph and its CPU INT8 flavour in OpenVINO
+        rows += [DemoRow("openvino", "fp32", "standard ops", str(standard)),
+                 DemoRow("openvino", "int8", "standard ops, CPU INT8", str(_cpu_int8(s, standard, data)))]
     reason = tensorrt_unavailable_reason()
     if reason is None:
         engines = _engines(s, {"fp32": custom, "fp16": fp16, "int8": int8})
@@ -227,7 +249,7 @@ def run_demo(s: DemoSettings) -> list[DemoRow]:
         if row.parity == "skipped":
             table.append(row)
             continue
-        name = f"{row.backend}_{row.precision}" + ("_standard" if row.graph == "standard ops" else "")
+        name = f"{row.backend}_{row.precision}" + ("_standard" if row.graph.startswith("standard ops") else "")
         _say(f"checking {name}: {row.artifact}")
         _check_row(row, checkpoint, data, s, reference, name)
         if segm is not None and row.segm_ap is not None:

@@ -1,8 +1,14 @@
-"""`maskrcnn-deploy calibrate`: INT8 calibration of a float32 deploy graph (calibration/calibrate.py): a Q/DQ
-graph, a TensorRT calibration cache and a precision report, with an optional AP budget.
+"""`maskrcnn-deploy calibrate`: INT8 calibration of a float32 deploy graph. Two targets:
+
+    tensorrt (default)  calibration/calibrate.py: a Q/DQ graph placed for TensorRT, a TensorRT calibration cache
+                        and a precision report, with an optional AP budget that returns layer groups to float
+    cpu                 calibration/cpu_int8.py: ONNX Runtime's quantize_static of the standard-ops graph (QDQ,
+                        u8 activations, s8 weights), the faster INT8 graph in ONNX Runtime and OpenVINO; with
+                        --eval-data, refused (exit 1, nothing written) when its segm AP drop exceeds --max-ap-drop
 
     maskrcnn-deploy calibrate model.onnx --data data/train.json -o model.int8.onnx
                               [--method max|percentile|entropy] [--eval-data data/val.json --max-ap-drop 0.5]
+    maskrcnn-deploy calibrate model.standard.onnx --data data/train.json --target cpu -o model.cpu-int8.onnx
 """
 
 from __future__ import annotations
@@ -21,7 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ca.add_argument("model", help="float32 .onnx from `maskrcnn-deploy export`")
     ca.add_argument("--data", required=True, help="calibration images: a folder or a COCO json")
     ca.add_argument("-o", "--output", required=True, help="the Q/DQ .onnx to write")
-    ca.add_argument("--method", choices=METHODS, default="percentile")
+    ca.add_argument("--target", choices=["tensorrt", "cpu"], default="tensorrt",
+                    help="tensorrt: the Q/DQ graph placed for TensorRT, with its cache; cpu: ONNX Runtime's "
+                         "quantize_static of a standard-ops graph, for ONNX Runtime and OpenVINO on a CPU")
+    ca.add_argument("--method", choices=METHODS, default=None,
+                    help="range calibration (default: percentile for tensorrt, max for cpu)")
     ca.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
     ca.add_argument("--num-images", type=int, default=64)
     ca.add_argument("--batch-size", type=int, default=1, help="must equal the graph's batch when it is static")
@@ -45,12 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.eval_data and args.backend == "openvino":
         require_extra("openvino", "`maskrcnn-deploy calibrate --backend openvino`")
-    if args.eval_data and args.fallback == "fp16":  # the AP budget writes the groups it keeps out of INT8 in fp16
+    if args.eval_data and args.fallback == "fp16" and args.target == "tensorrt":  # the AP budget writes the groups it keeps out of INT8 in fp16
         require_extra("calibrate", "`maskrcnn-deploy calibrate --fallback fp16`")
     from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8
 
     options = CalibrateOptions(
-        model=args.model, data=args.data, output=args.output, method=args.method, percentile=args.percentile,
+        model=args.model, data=args.data, output=args.output, percentile=args.percentile,
+        method=args.method or ("max" if args.target == "cpu" else "percentile"),
         num_images=args.num_images, batch_size=args.batch_size, num_bins=args.num_bins, eval_data=args.eval_data,
         eval_images=args.eval_images, max_ap_drop=args.max_ap_drop, fallback=args.fallback,
         trt_version=args.trt_version, cache_algorithm=args.cache_algorithm, threads=args.threads,
@@ -60,5 +71,20 @@ def run(args: argparse.Namespace) -> int:
         from maskrcnn_deploy.runtime.evaluate import graph_evaluator
 
         evaluate = graph_evaluator(args.threads, args.backend)
+    if args.target == "cpu":
+        return _run_cpu(options, evaluate)
     calibrate_int8(options, evaluate=evaluate)
     return 0
+
+
+def _run_cpu(options, evaluate) -> int:
+    """--target cpu: 0 when written, 1 (one line on stderr, nothing written) when the AP drop exceeds the budget."""
+    import sys
+
+    from maskrcnn_deploy.calibration.cpu_int8 import quantize_cpu_int8, refusal_line
+
+    summary = quantize_cpu_int8(options, evaluate=evaluate)
+    if summary["met"]:
+        return 0
+    print(refusal_line(summary), file=sys.stderr)
+    return 1

@@ -4,7 +4,9 @@
     ----  ------------------------  ----------------------------------------------------  -----------------
        0  EXIT_OK                   done; for `check`: parity PASS                        pass
        1  EXIT_PARITY_FAILURE       `check` (or `demo`) ran and parity FAILED: the        fail (regression)
-                                    artifact's detections or AP are outside tolerance
+                                    artifact's detections or AP are outside tolerance;
+                                    `calibrate --target cpu --eval-data`: the INT8
+                                    graph's segm AP drop is over --max-ap-drop
        2  EXIT_BAD_INPUT            the inputs are wrong: a missing, unreadable or        fail (fix the job)
                                     corrupt file, files that do not fit each other or
                                     this machine (an engine built for another GPU or
