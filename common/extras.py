@@ -8,7 +8,7 @@ adds the packages of some commands:
     calibrate  onnxconverter-common             convert --fp16, calibrate (its fp16 fallback)
     tensorrt   cuda-python's bindings           TensorRT engines (TensorRT itself: NVIDIA's wheels or JetPack)
     openvino   OpenVINO                         --backend openvino and its CPU INT8 flavour
-    ray        Ray (with Ray Data)              check/eval --ray: images spread over a Ray cluster
+    ray        Ray (with Ray Data)              check/eval/bench --ray: images spread over a Ray cluster
     triton     tritonclient (gRPC)              package triton's client example; parsing config.pbtxt
 """
 

@@ -18,6 +18,11 @@ them alike instead of whichever artifact happened to run during a busy stretch.
 
 Units: latency in milliseconds per call; throughput in images per second of summed call time;
 speed-up = the first artifact's p50 latency / this artifact's p50 (above 1 = faster than the first).
+
+On a Ray cluster (`bench --ray`, runtime/distributed.py `bench_on_ray`) each worker warms up (`warm_up`) and
+times its calls (`timed_call`, recorded by `ArtifactTimes.add`) as here; the driver gathers every worker's
+samples into the same report and adds a "ray" section (`cluster_section`): images per second of wall time from
+the first timed call to the last across all workers, per artifact and per worker.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from maskrcnn_deploy.common.files import atomic_write, write_json
 from maskrcnn_deploy.common.progress import Progress
 from maskrcnn_deploy.runtime.predictor import STAGES, Predictor
 
-__all__ = ["BenchSettings", "ArtifactTimes", "run_bench", "machine_info", "bench_report", "summary_lines",
-           "write_bench_json", "save_bench_plot", "SCHEMA", "STAGE_COLORS"]
+__all__ = ["BenchSettings", "ArtifactTimes", "CallSpan", "batches_of", "warm_up", "timed_call", "run_bench",
+           "machine_info", "bench_report", "cluster_section", "summary_lines", "write_bench_json", "save_bench_plot",
+           "SCHEMA", "STAGE_COLORS"]
 
 SCHEMA = {"name": "maskrcnn-deploy.bench", "version": 1}
 PERCENTILES = (50, 90, 99)
@@ -69,30 +75,61 @@ class ArtifactTimes:
     stages: dict[str, list[float]] = field(default_factory=lambda: {stage: [] for stage in STAGES})
     images: int = 0
 
+    def add(self, seconds: float, stages: dict[str, float], images: int) -> None:
+        """Record one timed call of `images` images (timed_call's result)."""
+        self.total.append(seconds)
+        for stage in STAGES:
+            self.stages[stage].append(stages[stage])
+        self.images += images
+
+
+@dataclass
+class CallSpan:
+    """When one timed call ran on a bench --ray worker: wall-clock seconds (time.time(), comparable across the
+    processes of a machine and, NTP-synchronised, across a cluster's machines)."""
+
+    worker: str      # the worker (host/actor) that ran it
+    artifact: int    # index of the artifact
+    images: int
+    start: float
+    end: float
+
+
+def batches_of(items: Sequence, batch_size: int) -> list[list]:
+    """items in consecutive batches of batch_size (the last one shorter); UsageError when there are none."""
+    if not items:
+        raise UsageError("no images to benchmark on: point --data at a folder of images or a COCO json")
+    return [list(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
+
+
+def warm_up(predictors: Sequence[Predictor], batches: Sequence[list], settings: BenchSettings) -> None:
+    """`settings.warmup` untimed calls per predictor, cycling over `batches`."""
+    for predictor in predictors:
+        for i in range(settings.warmup):
+            predictor.predict(batches[i % len(batches)], batch_size=settings.batch_size)
+
+
+def timed_call(predictor: Predictor, batch: list, batch_size: int) -> tuple[float, dict[str, float]]:
+    """One timed predict call on `batch`: (seconds, {stage: seconds})."""
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    predictor.predict(batch, batch_size=batch_size, timings=stages)
+    return time.perf_counter() - t0, stages
+
 
 def run_bench(predictors: Sequence[Predictor], paths: Sequence[str | Path], images: Sequence,
               settings: BenchSettings, show_progress: bool = True) -> list[ArtifactTimes]:
     """Warm up each predictor, then time `iterations` passes over `images` (decoded [3,H,W] tensors),
     the predictors taking turns call by call. One ArtifactTimes per predictor, in order."""
-    if not images:
-        raise UsageError("no images to benchmark on: point --data at a folder of images or a COCO json")
-    batches = [list(images[i:i + settings.batch_size]) for i in range(0, len(images), settings.batch_size)]
+    batches = batches_of(images, settings.batch_size)
     times = [ArtifactTimes(Path(p).name, str(p), pred.backend, pred.fixed_batch,
                            tuple(pred.input_size) if pred.input_size else None) for pred, p in zip(predictors, paths)]
-    for predictor in predictors:
-        for i in range(settings.warmup):
-            predictor.predict(batches[i % len(batches)], batch_size=settings.batch_size)
+    warm_up(predictors, batches, settings)
     progress = Progress(settings.iterations * len(batches), "bench", interval=5.0) if show_progress else None
     for _ in range(settings.iterations):
         for batch in batches:
             for predictor, record in zip(predictors, times):
-                stages: dict[str, float] = {}
-                t0 = time.perf_counter()
-                predictor.predict(batch, batch_size=settings.batch_size, timings=stages)
-                record.total.append(time.perf_counter() - t0)
-                for stage in STAGES:
-                    record.stages[stage].append(stages[stage])
-                record.images += len(batch)
+                record.add(*timed_call(predictor, batch, settings.batch_size), len(batch))
             if progress:
                 progress.update()
     return times
@@ -166,6 +203,34 @@ def bench_report(times: Sequence[ArtifactTimes], settings: BenchSettings, machin
             "artifacts": [_summary(record, first_p50) for record in times]}
 
 
+def cluster_section(spans: Sequence[CallSpan], names: Sequence[str], address: str, workers: int) -> dict:
+    """The report's "ray" section (bench --ray): throughput in images per second of wall time from the first timed
+    call's start to the last one's end across all workers, the same per artifact (its images over its share of
+    that wall time: its summed call time / all artifacts'), and each worker's images per second of its own span.
+    Images are counted once per artifact that predicted them."""
+    wall = max(s.end for s in spans) - min(s.start for s in spans)
+    busy = [sum(s.end - s.start for s in spans if s.artifact == k) for k in range(len(names))]
+    per_artifact = []
+    for k, name in enumerate(names):
+        images = sum(s.images for s in spans if s.artifact == k)
+        per_artifact.append({"name": name, "images": images,
+                             "throughput_ips": images / (wall * busy[k] / sum(busy))})
+    per_worker = []
+    for worker in sorted({s.worker for s in spans}, key=lambda w: min(s.start for s in spans if s.worker == w)):
+        mine = [s for s in spans if s.worker == worker]
+        span = max(s.end for s in mine) - min(s.start for s in mine)
+        images = sum(s.images for s in mine)
+        per_worker.append({"worker": worker, "calls": len(mine), "images": images, "wall_s": span,
+                           "images_per_s": images / span})
+    return {"address": address, "workers": workers, "wall_s": wall, "images": sum(s.images for s in spans),
+            "throughput_ips": sum(s.images for s in spans) / wall, "artifacts": per_artifact,
+            "per_worker": per_worker,
+            "units": "throughput_ips: images per second of wall time from the first timed call's start to the last "
+                     "one's end, across all workers (each image counted once per artifact; warm-up and model loading "
+                     "excluded); artifacts[].throughput_ips: its images over its share of that wall time (its summed "
+                     "call time / all artifacts'); per_worker: images over that worker's own first-to-last span"}
+
+
 def summary_lines(report: dict) -> list[str]:
     """The printed table: one row per artifact."""
     s, m = report["settings"], report["machine"]
@@ -182,9 +247,23 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"{a['name'][:24]:<24} {a['backend']:<12} {lat['p50']:8.1f} {lat['p90']:8.1f} {lat['p99']:8.1f} "
                      f"{a['throughput_ips']:7.2f} {st['preprocess']:7.1f} {st['inference']:8.1f} "
                      f"{st['postprocess']:7.1f} {a['speedup_vs_first']:8.2f}x")
+    if "ray" in report:
+        lines += _cluster_lines(report["ray"])
     calls = min(a["calls"] for a in report["artifacts"])
     if calls < 100:
         lines.append(f"note: {calls} calls per artifact; p99 of fewer than 100 samples is close to their maximum")
+    return lines
+
+
+def _cluster_lines(ray: dict) -> list[str]:
+    """The printed lines of the "ray" section (cluster_section)."""
+    lines = [f"ray ({ray['address']}, {ray['workers']} workers): {ray['images']} images in {ray['wall_s']:.2f} s of "
+             f"wall time (first call to last, all workers) = {ray['throughput_ips']:.2f} images/s across the cluster"]
+    if len(ray["artifacts"]) > 1:
+        lines += [f"  {a['name']}: {a['throughput_ips']:.2f} images/s alone (its share of the wall time)"
+                  for a in ray["artifacts"]]
+    lines += [f"  worker {w['worker']}: {w['calls']} calls, {w['images']} images, {w['images_per_s']:.2f} images/s"
+              for w in ray["per_worker"]]
     return lines
 
 

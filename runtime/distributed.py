@@ -1,15 +1,18 @@
-"""`check --ray` and `eval --ray`: the images spread over the workers of a Ray cluster with Ray Data.
+"""`check --ray`, `eval --ray` and `bench --ray`: the images spread over the workers of a Ray cluster with Ray Data.
 
     run = check_on_ray("model.pt", "model.engine", "val.json", tolerances_from("fp16"), address="auto")
     metrics = evaluate_on_ray("model.onnx", dataset, batch_size=2, address="local")
+    report = bench_on_ray(["model.engine"], ["auto"], image_paths, BenchSettings(iterations=5), address="auto")
 
 Only the per-image work moves: a Ray Data `map_batches` over the image paths (check) or the evaluation
 batches (eval) runs `Worker`, a callable class whose actors load the predictor(s) once each (check: the
 reference and the artifact, on the same images, in runtime/check.py `load_pair`), then call the same per-image
 step the single-process path calls (`check_image` -> runtime/check.py `timed_predict`; `eval_batch` ->
-runtime/evaluate.py `evaluate_batch`). The driver gathers the results, puts them back in the single-process
-order and aggregates them once with the single-process code (runtime/check.py `side_run`/`finish_check`,
-runtime/evaluate.py `coco_metrics`): the report is the single-process report, timings aside.
+runtime/evaluate.py `evaluate_batch`; `bench_batch` -> runtime/bench.py `timed_call`). The driver gathers the
+results, puts them back in the single-process order and aggregates them once with the single-process code
+(runtime/check.py `side_run`/`finish_check`, runtime/evaluate.py `coco_metrics`, runtime/bench.py `bench_report`):
+the report is the single-process report, timings aside. bench's report adds a "ray" section
+(runtime/bench.py `cluster_section`): images per second of wall time across the cluster and per worker.
 
 Fault tolerance is Ray's: Ray Data creates its map actors with `max_restarts=-1` and `max_task_retries=-1`
 (its defaults for an actor pool; passing them to `map_batches` is deprecated since Ray 2.60), so an actor whose
@@ -25,7 +28,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -40,7 +45,8 @@ from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.check import CheckRun, PredictorInfo, finish_check, load_pair, side_run, timed_predict
 
 __all__ = ["ENGINE_SUFFIXES", "ray_session", "Worker", "map_on_ray", "check_setup", "check_image", "check_on_ray",
-           "eval_setup", "eval_batch", "evaluate_on_ray"]
+           "eval_setup", "eval_batch", "evaluate_on_ray", "worker_count", "gpus_per_worker",
+           "bench_setup", "bench_batch", "bench_on_ray"]
 
 ENGINE_SUFFIXES = (".engine", ".plan")  # a worker running one of these asks Ray for a GPU
 
@@ -106,8 +112,7 @@ def map_on_ray(items: Sequence[Any], setup: Callable[..., Any], setup_args: tupl
     results: list[Any] = [None] * len(items)
     if not items:
         return results
-    resources = ray.cluster_resources()
-    workers = workers or max(1, int(resources.get("GPU", 0) if num_gpus else resources.get("CPU", 1)))
+    workers = worker_count(workers, num_gpus)
     rows = [{"key": i, "item": pickle.dumps(item)} for i, item in enumerate(items)]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         Worker, fn_constructor_args=(setup, setup_args, step), batch_size=1, batch_format="numpy",
@@ -119,7 +124,7 @@ def map_on_ray(items: Sequence[Any], setup: Callable[..., Any], setup_args: tupl
             for key, payload in zip(batch["key"], batch["result"]):
                 key = int(key)
                 results[key] = pickle.loads(payload)
-                if isinstance(results[key], BaseException):  # a worker's setup failed (see Worker)
+                if isinstance(results[key], BaseException):  # a worker's setup failed (see Worker), or its step
                     raise results[key]
                 if on_result is not None:
                     on_result(key, results[key])
@@ -128,6 +133,19 @@ def map_on_ray(items: Sequence[Any], setup: Callable[..., Any], setup_args: tupl
     except Exception as err:
         raise _project_error(err) or err
     return results
+
+
+def worker_count(workers: int | None, num_gpus: float) -> int:
+    """`workers`, or by default one per GPU of the cluster when a worker takes a GPU, else one per CPU."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return workers or max(1, int(resources.get("GPU", 0) if num_gpus else resources.get("CPU", 1)))
+
+
+def gpus_per_worker(models: Sequence[str | Path]) -> float:
+    """1.0 when one of `models` is a TensorRT engine (the worker asks Ray for a GPU), else 0.0."""
+    return 1.0 if any(Path(m).suffix.lower() in ENGINE_SUFFIXES for m in models) else 0.0
 
 
 def _project_error(err: BaseException) -> BaseException | None:
@@ -190,7 +208,7 @@ def check_on_ray(reference: str | Path, artifact: str | Path, data: str | Path, 
     CheckRun apart from latencies. step: the per-image step (a test wraps it to kill a worker once)."""
     with ray_session(address, "`maskrcnn-deploy check --ray`"):
         paths, coco, ids = images_and_annotations(data, max_images)
-        gpus = 1.0 if any(Path(m).suffix.lower() in ENGINE_SUFFIXES for m in (reference, artifact)) else 0.0
+        gpus = gpus_per_worker((reference, artifact))
         results = map_on_ray([str(p) for p in paths], check_setup,
                              (str(reference), str(artifact), threads, checkpoint, backend),
                              step, workers, gpus, desc="check (reference + artifact, ray)")
@@ -242,9 +260,78 @@ def evaluate_on_ray(model: str | Path, dataset, batch_size: int = 2, mask_thresh
             else:
                 results_of[image_id] = results
 
-    gpus = 1.0 if Path(model).suffix.lower() in ENGINE_SUFFIXES else 0.0
+    gpus = gpus_per_worker((model,))
     setup_args = (str(model), str(dataset.ann_file), str(dataset.image_dir), batch_size, mask_threshold, checkpoint)
     with ray_session(address, "`maskrcnn-deploy eval --ray`"):
         map_on_ray(todo, eval_setup, setup_args, eval_batch, workers, gpus, weights=[len(b) for b in todo],
                    desc="eval (ray)", on_result=record)
     return coco_metrics(dataset, image_ids, results_of)
+
+
+# ------------------------------------------------------------------------------------------------ bench
+def bench_setup(artifacts: list[str], backends: list[str], threads: int | None, checkpoint: dict | None,
+                warmup_paths: list[str], settings):
+    """A bench worker's state: (predictors, worker label "host/actor", machine_info(), batch size), after
+    runtime/bench.py `warm_up` (settings.warmup untimed calls per predictor) on the images of warmup_paths."""
+    import ray
+
+    from maskrcnn_deploy.runtime import bench
+    from maskrcnn_deploy.runtime.load import load
+
+    predictors = [load(path, threads=threads, backend=backend, **(checkpoint or {}))
+                  for path, backend in zip(artifacts, backends)]
+    torch = sys.modules.get("torch")  # a checkpoint runs on torch's threads (a one-CPU Ray worker: 1 by default)
+    if torch is not None and threads:
+        torch.set_num_threads(threads)
+    bench.warm_up(predictors, [[load_rgb(p) for p in warmup_paths]], settings)
+    worker = f"{socket.gethostname()}/{ray.get_runtime_context().get_actor_id()[:8]}"  # kept when Ray restarts it
+    return predictors, worker, bench.machine_info(), settings.batch_size
+
+
+def bench_batch(state, paths: list[str]) -> dict | ImageLoadError:
+    """One batch decoded, then one timed call per artifact (runtime/bench.py `timed_call`, decoding outside it):
+    {"calls": [(seconds, {stage: seconds}, CallSpan)] per artifact, "machine": .., "info": [(backend, static
+    batch, input size)] per artifact}; the ImageLoadError of an unreadable image (map_on_ray raises it)."""
+    from maskrcnn_deploy.runtime import bench
+
+    predictors, worker, machine, batch_size = state
+    try:
+        batch = [load_rgb(p) for p in paths]  # uint8 [H,W,3] each
+    except ImageLoadError as err:
+        return err
+    calls = []
+    for k, predictor in enumerate(predictors):
+        start = time.time()
+        seconds, stages = bench.timed_call(predictor, batch, batch_size)
+        calls.append((seconds, stages, bench.CallSpan(worker, k, len(batch), start, time.time())))
+    info = [(p.backend, p.fixed_batch, tuple(p.input_size) if p.input_size else None) for p in predictors]
+    return {"calls": calls, "machine": machine, "info": info}
+
+
+def bench_on_ray(artifacts: Sequence[str | Path], backends: Sequence[str], paths: Sequence[str | Path], settings,
+                 checkpoint: dict | None = None, address: str | None = "local", workers: int | None = None,
+                 step: Callable[[Any, list[str]], Any] = bench_batch) -> dict:
+    """runtime/bench.py's report (bench_report) of `settings.iterations` passes over `paths` in batches of
+    settings.batch_size, the calls spread over Ray workers that each load every artifact once and warm it up;
+    the artifacts take turns call by call on each worker. Latency samples and stage times are gathered from every
+    worker; the "ray" section (bench.cluster_section) gives images per second across the cluster and per worker;
+    "machine" is the first result's worker's."""
+    from maskrcnn_deploy.runtime import bench
+
+    batches = bench.batches_of([str(p) for p in paths], settings.batch_size)
+    items = batches * settings.iterations
+    gpus = gpus_per_worker(artifacts)
+    setup_args = ([str(a) for a in artifacts], list(backends), settings.threads, checkpoint, batches[0], settings)
+    with ray_session(address, "`maskrcnn-deploy bench --ray`"):
+        count = min(worker_count(workers, gpus), len(items))
+        results = map_on_ray(items, bench_setup, setup_args, step, count, gpus, weights=[len(b) for b in items],
+                             desc="bench (ray)")
+    times = [bench.ArtifactTimes(Path(a).name, str(a), *info) for a, info in zip(artifacts, results[0]["info"])]
+    spans = []
+    for result in results:
+        for record, (seconds, stages, span) in zip(times, result["calls"]):
+            record.add(seconds, stages, span.images)
+            spans.append(span)
+    report = bench.bench_report(times, settings, results[0]["machine"], num_images=len(paths))
+    report["ray"] = bench.cluster_section(spans, [t.name for t in times], address or "local", count)
+    return report

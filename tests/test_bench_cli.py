@@ -186,6 +186,29 @@ def test_report_numbers_from_known_samples():
     assert "p99 of fewer" not in "\n".join(bench.summary_lines(report))
 
 
+def test_cluster_section_numbers_from_known_spans():
+    """bench --ray's "ray" section: wall time from the first call's start to the last one's end, the artifacts'
+    shares of it by summed call time, each worker over its own span."""
+    spans = [bench.CallSpan("w1", 0, 2, 10.0, 11.0), bench.CallSpan("w1", 1, 2, 11.0, 14.0),   # w1: 10 -> 14 s
+             bench.CallSpan("w2", 0, 2, 12.0, 13.0), bench.CallSpan("w2", 1, 2, 13.0, 16.0)]   # w2: 12 -> 16 s
+    ray = bench.cluster_section(spans, ["a.onnx", "b.onnx"], "auto", 2)
+    assert (ray["address"], ray["workers"], ray["wall_s"], ray["images"]) == ("auto", 2, 6.0, 8)
+    assert ray["throughput_ips"] == pytest.approx(8 / 6)
+    a, b = ray["artifacts"]  # a: 2 of the 8 call-seconds, so a quarter of the wall time; b: three quarters
+    assert (a["images"], b["images"]) == (4, 4)
+    assert (a["throughput_ips"], b["throughput_ips"]) == (pytest.approx(4 / 1.5), pytest.approx(4 / 4.5))
+    assert [(w["worker"], w["calls"], w["images"], w["wall_s"], w["images_per_s"]) for w in ray["per_worker"]] == \
+        [("w1", 2, 4, 4.0, 1.0), ("w2", 2, 4, 4.0, 1.0)]
+    machine = bench.machine_info()
+    times = bench.ArtifactTimes("a.onnx", "a.onnx", "onnxruntime", 1, None, total=[1.0, 1.0], images=4,
+                                stages={s: [0.3, 0.3] for s in STAGES})
+    report = bench.bench_report([times], bench.BenchSettings(), machine, num_images=4) | {"ray": ray}
+    lines = bench.summary_lines(report)
+    assert "8 images in 6.00 s of wall time (first call to last, all workers) = 1.33 images/s across the cluster" \
+        in lines[-6] and lines[-5].endswith("2.67 images/s alone (its share of the wall time)")
+    assert lines[-2] == "  worker w2: 2 calls, 4 images, 1.00 images/s"
+
+
 def test_plot_bars_are_proportional_to_the_stage_medians(tmp_path):
     def artifact(name, inference, p99):
         return {"name": name, "backend": "onnxruntime", "speedup_vs_first": 1.0,

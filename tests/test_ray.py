@@ -1,5 +1,6 @@
-"""`check --ray` and `eval --ray` (runtime/distributed.py): the images spread over Ray workers give the
-single-process report, also when a worker dies mid-run; without ray, `--ray` exits 3 naming the extra.
+"""`check --ray`, `eval --ray` and `bench --ray` (runtime/distributed.py): the images spread over Ray workers give
+the single-process report, also when a worker dies mid-run; bench counts every image once and gathers every
+worker's latency samples; without ray, `--ray` exits 3 naming the extra.
 
 One local Ray (2 CPUs, no dashboard) serves the module; `--ray` joins it. Model: a seeded ResNet-18-FPN with small
 heads at 128-160 px (tests/test_robustness.py) and its ONNX export, on 4 synthetic images. A Ray worker asks
@@ -26,6 +27,7 @@ from maskrcnn_deploy.runtime import parity
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_BACKEND_UNAVAILABLE, EXIT_OK
 from maskrcnn_deploy.runtime.distributed import check_image, check_on_ray
+from maskrcnn_deploy.runtime.predictor import STAGES
 
 from seeded_models import pseudo_ground_truth, seeded_model
 
@@ -103,8 +105,30 @@ def test_eval_on_ray_gives_the_single_process_metrics(made, local_ray, tmp_path)
     assert metrics[0] == metrics[1] and metrics[0]["num_images"] == 4 and metrics[0]["bbox"]["AP"] > 0.2
 
 
+def test_bench_on_ray_counts_every_image_once_and_gathers_every_workers_samples(made, local_ray, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(made["graph"]), "--data", str(made["gt"]), "--iterations", "2", "--warmup", "1",
+                 "--threads", "1", "--ray", "--ray-workers", "2", "--json", str(out)]) == EXIT_OK
+    report = json.loads(out.read_text())
+    (artifact,) = report["artifacts"]
+    ray = report["ray"]
+    assert (ray["address"], ray["workers"], report["settings"]["images"]) == ("local", 2, 4)
+    assert artifact["images"] == artifact["calls"] == ray["images"] == ray["artifacts"][0]["images"] == 4 * 2
+    assert all(len(artifact["samples_ms"][k]) == 4 * 2 for k in ("total", *STAGES))
+    assert 1 <= len(ray["per_worker"]) <= 2 and sum(w["images"] for w in ray["per_worker"]) == 4 * 2
+    assert sum(w["calls"] for w in ray["per_worker"]) == artifact["calls"]
+    assert ray["throughput_ips"] == pytest.approx(8 / ray["wall_s"]) and ray["throughput_ips"] > 0
+    assert ray["artifacts"][0]["throughput_ips"] == pytest.approx(ray["throughput_ips"])  # one artifact: all the wall
+    assert all(w["images_per_s"] > 0 and 0 < w["wall_s"] <= ray["wall_s"] for w in ray["per_worker"])
+    lat = artifact["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"] and artifact["backend"] == "onnxruntime"
+    assert report["machine"]["cpu_count"] == os.cpu_count()  # a worker's machine: this one
+    assert "images/s across the cluster" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("command", [["check", "a.onnx", "b.onnx", "--data", "d.json", "--ray"],
-                                     ["eval", "a.onnx", "--data", "d.json", "--ray", "auto"]])
+                                     ["eval", "a.onnx", "--data", "d.json", "--ray", "auto"],
+                                     ["bench", "a.onnx", "--data", "d.json", "--ray", "--ray-workers", "2"]])
 def test_ray_missing_exits_3_naming_the_extra(monkeypatch, capsys, command):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ModuleNotFoundError
     assert main(command) == EXIT_BACKEND_UNAVAILABLE

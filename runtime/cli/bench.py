@@ -3,9 +3,13 @@
     maskrcnn-deploy bench runs/r18/model_final.pt out/r18.onnx out/r18.engine --data data/synth/val.json \\
         [--max-images 20] [--warmup 3] [--iterations 5] [--threads 2] [--batch-size 1] [--out out/bench]
     maskrcnn-deploy bench out/r18.onnx out/r18.onnx --backend onnxruntime --backend openvino --data ...
+    maskrcnn-deploy bench out/r18.engine --data val.json --max-images 2000 --ray auto [--ray-workers 8]
 
 Prints one row per artifact (p50/p90/p99 ms per call, images/s, median stage times, speed-up vs the
 first artifact); --json / --plot (or --out DIR for DIR/bench.json and DIR/bench.png) write them.
+`--ray [ADDRESS]` spreads the calls over Ray workers (runtime/distributed.py `bench_on_ray`, the `[ray]` extra:
+exit 3 without it), each loading and warming up every artifact once; the report adds images per second across
+the cluster (wall time from the first call to the last) and per worker.
 Bad input (missing artifact, unknown suffix, no images): one line, exit code 2.
 """
 
@@ -16,20 +20,23 @@ import sys
 from pathlib import Path
 
 from maskrcnn_deploy.common.errors import UsageError
+from maskrcnn_deploy.common.extras import require_extra
 from maskrcnn_deploy.runtime.cli.checkpoint_options import (
     add_backend_option,
     add_checkpoint_options,
+    add_ray_options,
     checkpoint_options,
     require_torch_for_checkpoints,
 )
 
 
 def run(args: argparse.Namespace) -> int:
-    from maskrcnn_deploy.model.data.images import images_and_annotations, load_rgb
+    from maskrcnn_deploy.model.data.images import images_and_annotations
     from maskrcnn_deploy.runtime import bench
-    from maskrcnn_deploy.runtime.load import load
 
-    for name in ("max_images", "iterations", "batch_size", "threads"):
+    if args.ray is not None:
+        require_extra("ray", "`maskrcnn-deploy bench --ray`")
+    for name in ("max_images", "iterations", "batch_size", "threads", "ray_workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -48,6 +55,29 @@ def run(args: argparse.Namespace) -> int:
     settings = bench.BenchSettings(warmup=args.warmup, iterations=args.iterations, batch_size=args.batch_size,
                                    threads=args.threads, data=args.data)
     backends = _backends(args.backend, args.artifacts)
+    if args.ray is not None:
+        from maskrcnn_deploy.runtime.distributed import bench_on_ray
+        report = bench_on_ray(args.artifacts, backends, paths, settings, checkpoint_options(args), address=args.ray,
+                              workers=args.ray_workers)
+    else:
+        report = _bench_here(args, paths, backends, settings)
+    for line in bench.summary_lines(report):
+        print(line)
+    if json_path:
+        bench.write_bench_json(report, json_path)
+        print(f"report: {json_path}")
+    if plot_path:
+        bench.save_bench_plot(report, plot_path)
+        print(f"plot: {plot_path}")
+    return 0
+
+
+def _bench_here(args: argparse.Namespace, paths: list, backends: list[str], settings) -> dict:
+    """The report of the artifacts run in this process, torch on --threads during the run only."""
+    from maskrcnn_deploy.model.data.images import load_rgb
+    from maskrcnn_deploy.runtime import bench
+    from maskrcnn_deploy.runtime.load import load
+
     predictors = [load(path, threads=args.threads, backend=backend, **checkpoint_options(args))
                   for path, backend in zip(args.artifacts, backends)]
     torch = sys.modules.get("torch")  # checkpoints run on torch's threads; a torch-free run has none to set
@@ -65,15 +95,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if torch:
             torch.set_num_threads(threads_before)
-    for line in bench.summary_lines(report):
-        print(line)
-    if json_path:
-        bench.write_bench_json(report, json_path)
-        print(f"report: {json_path}")
-    if plot_path:
-        bench.save_bench_plot(report, plot_path)
-        print(f"plot: {plot_path}")
-    return 0
+    return report
 
 
 def _backends(given: list[str] | None, artifacts: list[str]) -> list[str]:
@@ -107,4 +129,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--json", default=None, help="write the report (JSON) here")
     be.add_argument("--plot", default=None, help="write the stacked-bar chart (PNG) here")
     be.add_argument("--out", default=None, help="folder for bench.json and bench.png (unless --json/--plot say)")
+    add_ray_options(be)
     be.set_defaults(func=run)

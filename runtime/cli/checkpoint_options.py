@@ -7,7 +7,7 @@ COCO weights, 1e-5 for an ImageNet-only backbone: the file cannot tell).
 A checkpoint runs on PyTorch, the `[export]` extra: `require_torch_for_checkpoints` says so in one line (exit 3)
 where it is not installed; graphs and engines need no torch.
 
-`--ray [ADDRESS]` and `--ray-workers` (`add_ray_options`) live here too: check and eval share them, and a command
+`--ray [ADDRESS]` and `--ray-workers` (`add_ray_options`) live here too: check, eval and bench share them, and a command
 module imports no other command.
 `--backend` (`add_backend_option`, for predict, check, bench and calibrate --eval-data) says what runs an .onnx
 graph (runtime/load.py BACKENDS): "auto" is ONNX Runtime; "openvino" runs the standard-ops graph in OpenVINO (the
@@ -53,7 +53,7 @@ def require_torch_for_checkpoints(command: str, paths: Iterable[str | Path]) -> 
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    """`--ray [ADDRESS]` and `--ray-workers N` (check and eval; runtime/distributed.py)."""
+    """`--ray [ADDRESS]` and `--ray-workers N` (check, eval and bench; runtime/distributed.py)."""
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="spread the images over Ray workers (the [ray] extra): no ADDRESS starts a local Ray, "
                              "'auto' joins the cluster the environment names, or give a cluster address")
