@@ -42,7 +42,8 @@ class MrdLevels(ctypes.Structure):
     _fields_ = [("num_levels", ctypes.c_int32), ("batch", ctypes.c_int32), ("channels", ctypes.c_int32),
                 ("height", ctypes.c_int32 * MAX_LEVELS), ("width", ctypes.c_int32 * MAX_LEVELS),
                 ("spatial_scale", ctypes.c_float * MAX_LEVELS), ("canonical_scale", ctypes.c_float),
-                ("canonical_level", ctypes.c_int32), ("eps", ctypes.c_float)]
+                ("canonical_level", ctypes.c_int32), ("eps", ctypes.c_float),
+                ("extents", ctypes.c_void_p)]  # [B,2] float32 (height, width) per image, or NULL (roi_align_api.h)
 
 
 _POINTERS = ctypes.c_void_p * MAX_LEVELS

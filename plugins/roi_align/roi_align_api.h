@@ -6,6 +6,9 @@
 //   rois                : [num_rois, 5] = (batch_index, x1, y1, x2, y2) in input pixels, float32; float64 only
 //                         with float64 features (CPU). `dtype` arguments name the features' type.
 //   output              : [num_rois, channels, pooled_h, pooled_w]
+//   extents (optional)  : [batch, 2] float32 = (height, width) in input pixels of the region each image's maps
+//                         cover (what the eager model pads the image to); a tap beyond ceil(extent * scale)
+//                         rows/columns of a level reads as outside the map. NULL: every image covers every map.
 // A single-level RoIAlign is the one-level case (no level assignment).
 #pragma once
 
@@ -49,6 +52,8 @@ typedef struct MrdLevels {
   float canonical_scale;                // FPN rule: canonical box size (224)
   int32_t canonical_level;              // FPN rule: its level (4)
   float eps;                            // FPN rule: added before the floor (torchvision: 1e-6)
+  const float* extents;                 // [batch, 2] (height, width) input pixels, or NULL (see above); a device
+                                        // pointer for the CUDA functions, a host pointer for the CPU ones
 } MrdLevels;
 
 // Message for a status code (static string).

@@ -70,7 +70,8 @@ bool plan_roi(const MrdLevels& lv, const MrdPoolParams& p, const T* roi, RoiSamp
     s.level = -1;
     return false;
   }
-  const int H = lv.height[s.level], W = lv.width[s.level];
+  const int W = lv.width[s.level];  // the row stride; the image may cover fewer rows and columns
+  const CoveredMap map = covered_map(lv.extents, g.batch, lv.height[s.level], W, lv.spatial_scale[s.level]);
   s.per_bin = g.grid_h * g.grid_w;
   s.taps.reserve(static_cast<size_t>(p.pooled_h) * p.pooled_w * s.per_bin);
   for (int ph = 0; ph < p.pooled_h; ++ph)
@@ -78,7 +79,8 @@ bool plan_roi(const MrdLevels& lv, const MrdPoolParams& p, const T* roi, RoiSamp
       for (int iy = 0; iy < g.grid_h; ++iy) {
         const T y = sample_coordinate<T>(g.y_start, g.bin_h, ph, iy, g.grid_h);
         for (int ix = 0; ix < g.grid_w; ++ix)
-          s.taps.push_back(bilinear_taps<T>(H, W, y, sample_coordinate<T>(g.x_start, g.bin_w, pw, ix, g.grid_w)));
+          s.taps.push_back(
+              bilinear_taps<T>(map.height, map.width, W, y, sample_coordinate<T>(g.x_start, g.bin_w, pw, ix, g.grid_w)));
       }
   return true;
 }

@@ -66,12 +66,18 @@ __device__ __forceinline__ int64_t plane_offset(const MrdLevels& lv, int level, 
   return (static_cast<int64_t>(batch) * lv.channels + channel) * lv.height[level] * lv.width[level];
 }
 
-// Taps of sample s (row-major over the grid) of bin (ph, pw).
-__device__ __forceinline__ BilinearTaps<float> sample_taps(const RoiGeometry<float>& g, int H, int W, int ph, int pw,
-                                                           int s) {
+// Taps of sample s (row-major over the grid) of bin (ph, pw) on the covered part `map` of a plane W wide.
+__device__ __forceinline__ BilinearTaps<float> sample_taps(const RoiGeometry<float>& g, CoveredMap map, int W, int ph,
+                                                           int pw, int s) {
   const int iy = s / g.grid_w, ix = s % g.grid_w;
-  return bilinear_taps<float>(H, W, sample_coordinate<float>(g.y_start, g.bin_h, ph, iy, g.grid_h),
+  return bilinear_taps<float>(map.height, map.width, W,
+                              sample_coordinate<float>(g.y_start, g.bin_h, ph, iy, g.grid_h),
                               sample_coordinate<float>(g.x_start, g.bin_w, pw, ix, g.grid_w));
+}
+
+// The part of roi's level that its image covers.
+__device__ __forceinline__ CoveredMap roi_map(const MrdLevels& lv, int level, const RoiGeometry<float>& g) {
+  return covered_map(lv.extents, g.batch, lv.height[level], lv.width[level], lv.spatial_scale[level]);
 }
 
 template <typename T>
@@ -84,15 +90,16 @@ __global__ void forward_kernel(MrdLevels lv, LevelPointers<const T> features, co
     RoiGeometry<float> g;
     float value = 0.f;
     if (resolve_roi(lv, p, rois + 5 * o.roi, first_level, &level, &g)) {
-      const int H = lv.height[level], W = lv.width[level];
+      const int W = lv.width[level];
+      const CoveredMap map = roi_map(lv, level, g);
       const T* plane = features.level[level] + plane_offset(lv, level, g.batch, o.channel);
       const int n = g.grid_h * g.grid_w;
       if (p.mode == kPoolAvg) {
-        for (int s = 0; s < n; ++s) value += interpolate(plane, sample_taps(g, H, W, o.ph, o.pw, s));
+        for (int s = 0; s < n; ++s) value += interpolate(plane, sample_taps(g, map, W, o.ph, o.pw, s));
         value /= g.count;
       } else if (n > 0) {
         value = -FLT_MAX;
-        for (int s = 0; s < n; ++s) value = fmaxf(value, interpolate(plane, sample_taps(g, H, W, o.ph, o.pw, s)));
+        for (int s = 0; s < n; ++s) value = fmaxf(value, interpolate(plane, sample_taps(g, map, W, o.ph, o.pw, s)));
       }
     }
     output[i] = from_float<T>(value);
@@ -109,7 +116,8 @@ __global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, c
     int level;
     RoiGeometry<float> g;
     if (!resolve_roi(lv, p, rois + 5 * o.roi, first_level, &level, &g)) continue;
-    const int H = lv.height[level], W = lv.width[level], ph = o.ph, pw = o.pw;
+    const int W = lv.width[level], ph = o.ph, pw = o.pw;
+    const CoveredMap map = roi_map(lv, level, g);
     const int64_t offset = plane_offset(lv, level, g.batch, o.channel);
     float* grad_plane = grad_features.level[level] + offset;
     const int n = g.grid_h * g.grid_w;
@@ -117,7 +125,7 @@ __global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, c
     if (p.mode == kPoolAvg) {
       const float share = grad / g.count;
       for (int s = 0; s < n; ++s) {
-        const BilinearTaps<float> t = sample_taps(g, H, W, ph, pw, s);
+        const BilinearTaps<float> t = sample_taps(g, map, W, ph, pw, s);
         for (int j = 0; j < 4; ++j)
           if (t.weight[j] != 0.f) atomicAdd(grad_plane + t.offset[j], t.weight[j] * share);
       }
@@ -126,10 +134,10 @@ __global__ void backward_kernel(MrdLevels lv, LevelPointers<const T> features, c
       int best = 0;
       float best_value = -FLT_MAX;
       for (int s = 0; s < n; ++s) {
-        const float v = interpolate(plane, sample_taps(g, H, W, ph, pw, s));
+        const float v = interpolate(plane, sample_taps(g, map, W, ph, pw, s));
         if (v > best_value) { best_value = v; best = s; }
       }
-      const BilinearTaps<float> t = sample_taps(g, H, W, ph, pw, best);
+      const BilinearTaps<float> t = sample_taps(g, map, W, ph, pw, best);
       for (int j = 0; j < 4; ++j)
         if (t.weight[j] != 0.f) atomicAdd(grad_plane + t.offset[j], t.weight[j] * grad);
     }

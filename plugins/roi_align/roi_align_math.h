@@ -9,7 +9,9 @@
 //   * each output bin averages grid_h x grid_w bilinear samples at the sub-bin centres, where the grid
 //     is sampling_ratio per axis, or ceil(roi_size / pooled_size) when sampling_ratio == 0 (adaptive);
 //   * a sample further than one cell outside the map contributes 0 (it still counts in the average);
-//     samples inside the outer one-cell border are clamped to the edge.
+//     samples inside the outer one-cell border are clamped to the edge;
+//   * with per-image extents, "the map" is the part an image covers (covered_cells): a padded canvas then
+//     samples as the image's own map of that size would (its rows beyond are never read).
 // The FPN level rule is torchvision's LevelMapper bit for bit (see fpn_level_index).
 #pragma once
 
@@ -77,8 +79,30 @@ MRD_HOST_DEVICE A sample_coordinate(A start, A bin, int p, int i, int grid) {
   return start + static_cast<A>(p) * bin + static_cast<A>(i + A(0.5)) * bin / static_cast<A>(grid);
 }
 
-// The four taps of one bilinear sample: flat offsets into an H*W plane and their weights.
-// An out-of-range sample has all weights 0 (and offsets 0, so reading it is always safe).
+// Rows (or columns) of a level's map that one image covers: its extent (input pixels: what the eager
+// model pads it to) times the level's scale, rounded up, at most the map's `cells` (the map's own size
+// for a NaN extent, at least 1). Without extents an image covers the whole map.
+MRD_HOST_DEVICE int covered_cells(int cells, float extent, float spatial_scale) {
+  const float c = ceil(extent * spatial_scale);
+  if (c != c) return cells;
+  if (c < 1.f) return 1;
+  return c < static_cast<float>(cells) ? static_cast<int>(c) : cells;
+}
+
+// The part of a height x width level map that image `batch` covers; extents [batch, 2] (height, width) or NULL.
+struct CoveredMap {
+  int height, width;
+};
+
+MRD_HOST_DEVICE CoveredMap covered_map(const float* extents, int batch, int height, int width, float spatial_scale) {
+  if (extents == nullptr) return {height, width};
+  return {covered_cells(height, extents[2 * batch], spatial_scale),
+          covered_cells(width, extents[2 * batch + 1], spatial_scale)};
+}
+
+// The four taps of one bilinear sample on a height x width map stored with `row_stride` elements per row:
+// flat offsets into the plane and their weights. An out-of-range sample has all weights 0 (and offsets 0,
+// so reading it is always safe).
 template <typename A>
 struct BilinearTaps {
   int offset[4];  // (y_low,x_low) (y_low,x_high) (y_high,x_low) (y_high,x_high)
@@ -86,7 +110,7 @@ struct BilinearTaps {
 };
 
 template <typename A>
-MRD_HOST_DEVICE BilinearTaps<A> bilinear_taps(int height, int width, A y, A x) {
+MRD_HOST_DEVICE BilinearTaps<A> bilinear_taps(int height, int width, int row_stride, A y, A x) {
   BilinearTaps<A> t;
   if (y < A(-1) || y > static_cast<A>(height) || x < A(-1) || x > static_cast<A>(width)) {
     for (int k = 0; k < 4; ++k) { t.offset[k] = 0; t.weight[k] = A(0); }
@@ -109,10 +133,10 @@ MRD_HOST_DEVICE BilinearTaps<A> bilinear_taps(int height, int width, A y, A x) {
   }
   const A ly = y - static_cast<A>(y_low), lx = x - static_cast<A>(x_low);
   const A hy = A(1) - ly, hx = A(1) - lx;
-  t.offset[0] = y_low * width + x_low;   t.weight[0] = hy * hx;
-  t.offset[1] = y_low * width + x_high;  t.weight[1] = hy * lx;
-  t.offset[2] = y_high * width + x_low;  t.weight[2] = ly * hx;
-  t.offset[3] = y_high * width + x_high; t.weight[3] = ly * lx;
+  t.offset[0] = y_low * row_stride + x_low;   t.weight[0] = hy * hx;
+  t.offset[1] = y_low * row_stride + x_high;  t.weight[1] = hy * lx;
+  t.offset[2] = y_high * row_stride + x_low;  t.weight[2] = ly * hx;
+  t.offset[3] = y_high * row_stride + x_high; t.weight[3] = ly * lx;
   return t;
 }
 
