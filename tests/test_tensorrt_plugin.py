@@ -2,6 +2,8 @@
 architecture, its C++ harness (creator fields and their validation, clone, serialization, output types and
 shapes, format combinations, shape checks, enqueue against the CPU kernel where a GPU exists), the library's
 exports and dependencies, the build helper's errors, and loading into TensorRT where a real one is installed.
+The op's optional last input, extents [B,2] float32, is checked next to the 5-input form; what enqueue hands
+the kernel (the extents pointer, or NULL) through the probe build of the library (harness/core_probe.cpp).
 
 The library is compiled and linked on every run (about 30 s on 2 cores for all six architectures);
 MASKRCNN_DEPLOY_TEST_TRT_ARCHS="75" narrows the architectures for a quicker local loop."""
@@ -63,7 +65,7 @@ def test_harness_passes_every_check(harness_run):
     assert summary is not None, harness_run.stdout
     passed, failed, skipped = map(int, summary.groups())
     assert failed == 0 and passed == len(lines(harness_run, "PASS")) and skipped == len(lines(harness_run, "SKIP"))
-    assert passed >= 60
+    assert passed >= 90
 
 
 @pytest.mark.parametrize("case, message", [
@@ -104,10 +106,52 @@ def test_harness_ran_the_interface_checks(harness_run, check):
     assert check in lines(harness_run, "PASS"), harness_run.stdout
 
 
+@pytest.mark.parametrize("check", [
+    "extents: getOutputDataTypes float16 maps, float32 extents -> float16 (the maps' type)",
+    "extents: getOutputShapes rois [R,5], p* [B,256,H,W], extents [B,2] -> [R,256,7,7]",
+    "extents: supportsFormatCombination accepts exactly float32 rois and extents with all-float32 or all-float16 "
+    "maps and output, linear",
+    "extents: float16 maps: extents (position 5) float32 accepted, float16 refused; the output (position 6) float16 "
+    "accepted, float32 refused",
+    "extents: configurePlugin accepts dynamic extents [-1,2]",
+    "extents: onShapeChange accepts Mask R-CNN shapes with extents [2,2]",
+    # enqueue through the probe library: a plugin that dropped the extents pointer fails these
+    "enqueue after a 6-input onShapeChange hands the kernel the extents pointer",
+    "enqueue with extents (float32) equals the CPU kernel with the extents",
+    "a clone made after a 6-input onShapeChange still hands the kernel the extents",
+    "enqueue after a 5-input onShapeChange hands the kernel NULL extents",
+    "enqueue without extents (float32) equals the CPU kernel without extents",
+    "enqueue with float16 maps and float32 extents hands the kernel the extents pointer",
+    "the probe problem's result depends on the extents (CPU kernel)",
+])
+def test_harness_checks_the_optional_extents_input(harness_run, check):
+    assert check in lines(harness_run, "PASS"), harness_run.stdout
+
+
+@pytest.mark.parametrize("case, message", [
+    ("extents: getOutputDataTypes rejects float16 extents", "'extents' must be float32, got float16"),
+    ("getOutputDataTypes rejects 7 inputs for 4 levels with the two accepted counts",
+     "expects 5 inputs (rois and 4 feature maps) or 6 (then extents) and 1 output, got 7 and 1"),
+    ("extents: getOutputShapes rejects extents [B,3]", "'extents' must be [B, 2], got [B, 3]"),
+    ("extents: getOutputShapes rejects extents [3,2] with maps of batch 2",
+     "'extents' has batch 3, the feature maps have 2"),
+    ("extents: configurePlugin rejects extents [2,3]", "'extents' must be [B, 2], got [B, 3]"),
+    ("extents: configurePlugin rejects rank-3 extents", "'extents' must be [B, 2], got rank 3"),
+    ("extents: onShapeChange rejects extents [1,2] with maps of batch 2",
+     "'extents' has batch 1, the feature maps have 2"),
+])
+def test_harness_rejects_bad_extents_with_a_precise_error(harness_run, case, message):
+    # these checks print what the plugin logged, on success too
+    row = [line for line in lines(harness_run, "PASS") if line.startswith(f"{case}:")]
+    assert len(row) == 1, harness_run.stdout
+    assert f"layer 'roi_pool': {message}" in row[0], row[0]
+
+
 def test_harness_enqueue_runs_on_a_gpu_and_is_skipped_without_one(harness_run):
     enqueue = [line for line in lines(harness_run, "PASS") if line.startswith("enqueue float")]
     if cuda_device_present():
-        assert len(enqueue) == 4 and {"float32", "float16"} <= {line.split()[1] for line in enqueue}, harness_run.stdout
+        assert len(enqueue) == 6 and {"float32", "float16"} <= {line.split()[1] for line in enqueue}, harness_run.stdout
+        assert len([line for line in enqueue if "with extents" in line]) == 2, harness_run.stdout
     else:
         assert enqueue == []
         assert any(line.startswith("enqueue on the GPU against the CPU kernel") and "no CUDA device" in line

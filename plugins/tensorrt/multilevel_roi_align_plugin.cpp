@@ -40,6 +40,19 @@ char const* dataTypeName(DataType type) {
 // A dimension that is known (not -1) and not what it should be.
 bool differs(int64_t value, int64_t expected) { return value >= 0 && expected >= 0 && value != expected; }
 
+// A constant dimension expression's value, -1 for one known only at run time.
+int64_t knownValue(nvinfer1::IDimensionExpr const* e) { return e->isConstant() ? e->getConstantValue() : -1; }
+
+// Empty when extents of rank `nbDims` and dims [batch, last] (-1 = not known) fit feature maps of batch
+// `mapBatch`; otherwise what is wrong.
+std::string checkExtents(int32_t nbDims, int64_t batch, int64_t last, int64_t mapBatch) {
+  if (nbDims != 2) return "'extents' must be [B, 2], got rank " + std::to_string(nbDims);
+  if (differs(last, 2)) return "'extents' must be [B, 2], got [B, " + std::to_string(last) + "]";
+  if (differs(batch, mapBatch))
+    return "'extents' has batch " + std::to_string(batch) + ", the feature maps have " + std::to_string(mapBatch);
+  return {};
+}
+
 }  // namespace
 
 MultiLevelRoIAlignPlugin::MultiLevelRoIAlignPlugin(std::string layerName, RoIAlignAttributes attributes)
@@ -59,7 +72,9 @@ nvinfer1::IPluginCapability* MultiLevelRoIAlignPlugin::getCapabilityInterface(
 
 nvinfer1::IPluginV3* MultiLevelRoIAlignPlugin::clone() noexcept {
   try {
-    return new MultiLevelRoIAlignPlugin(mLayerName, mAttributes);
+    auto* copy = new MultiLevelRoIAlignPlugin(mLayerName, mAttributes);
+    copy->mHasExtents = mHasExtents;
+    return copy;
   } catch (std::exception const& e) {
     fail(std::string("clone failed: ") + e.what());
   }
@@ -67,7 +82,15 @@ nvinfer1::IPluginV3* MultiLevelRoIAlignPlugin::clone() noexcept {
 }
 
 std::string MultiLevelRoIAlignPlugin::inputName(int32_t index) const {
-  return index == 0 ? "rois" : "p" + std::to_string(mAttributes.firstLevel() + index - 1);
+  if (index == 0) return "rois";
+  return index == numInputs() ? "extents" : "p" + std::to_string(mAttributes.firstLevel() + index - 1);
+}
+
+std::string MultiLevelRoIAlignPlugin::checkCounts(int32_t nbInputs, int32_t nbOutputs) const {
+  if ((nbInputs == numInputs() || hasExtents(nbInputs)) && nbOutputs == 1) return {};
+  return "expects " + std::to_string(numInputs()) + " inputs (rois and " + std::to_string(mAttributes.numLevels()) +
+         " feature maps) or " + std::to_string(numInputs() + 1) + " (then extents) and 1 output, got " +
+         std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
 }
 
 int32_t MultiLevelRoIAlignPlugin::fail(std::string const& message) const {
@@ -78,12 +101,13 @@ int32_t MultiLevelRoIAlignPlugin::fail(std::string const& message) const {
 int32_t MultiLevelRoIAlignPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs,
                                                      DataType const* inputTypes, int32_t nbInputs) const noexcept {
   try {
-    if (nbInputs != numInputs() || nbOutputs != 1)
-      return fail("expects " + std::to_string(numInputs()) + " inputs and 1 output, got " + std::to_string(nbInputs) +
-                  " and " + std::to_string(nbOutputs));
+    std::string const counts = checkCounts(nbInputs, nbOutputs);
+    if (!counts.empty()) return fail(counts);
     if (inputTypes[0] != DataType::kFLOAT)  // box corners >= 1024 px would move in 1-pixel steps in float16
       return fail(std::string("'rois' must be float32, got ") + dataTypeName(inputTypes[0]));
-    for (int32_t i = 1; i < nbInputs; ++i) {
+    if (hasExtents(nbInputs) && inputTypes[numInputs()] != DataType::kFLOAT)  // like rois: input pixels
+      return fail(std::string("'extents' must be float32, got ") + dataTypeName(inputTypes[numInputs()]));
+    for (int32_t i = 1; i < numInputs(); ++i) {
       if (!isFloatType(inputTypes[i]))
         return fail("input '" + inputName(i) + "' is " + dataTypeName(inputTypes[i]) +
                     "; feature maps must be float32 or float16");
@@ -104,15 +128,24 @@ int32_t MultiLevelRoIAlignPlugin::getOutputShapes(nvinfer1::DimsExprs const* inp
                                                   nvinfer1::DimsExprs* outputs, int32_t nbOutputs,
                                                   nvinfer1::IExprBuilder& exprBuilder) noexcept {
   try {
-    if (nbInputs != numInputs() || nbOutputs != 1 || nbShapeInputs != 0)
-      return fail("expects " + std::to_string(numInputs()) + " inputs, 1 output and no shape inputs");
+    std::string const counts = checkCounts(nbInputs, nbOutputs);
+    if (!counts.empty()) return fail(counts);
+    if (nbShapeInputs != 0) return fail("expects no shape inputs, got " + std::to_string(nbShapeInputs));
     nvinfer1::DimsExprs const& rois = inputs[0];
     if (rois.nbDims != 2) return fail("'rois' must be [R, 5], got rank " + std::to_string(rois.nbDims));
     if (rois.d[1]->isConstant() && rois.d[1]->getConstantValue() != 5)
       return fail("'rois' must be [R, 5], got [R, " + std::to_string(rois.d[1]->getConstantValue()) + "]");
-    for (int32_t i = 1; i < nbInputs; ++i)
+    for (int32_t i = 1; i < numInputs(); ++i)
       if (inputs[i].nbDims != 4)
         return fail("'" + inputName(i) + "' must be [B, C, H, W], got rank " + std::to_string(inputs[i].nbDims));
+    if (hasExtents(nbInputs)) {
+      nvinfer1::DimsExprs const& extents = inputs[numInputs()];
+      std::string const problem =
+          extents.nbDims != 2 ? checkExtents(extents.nbDims, -1, -1, -1)
+                              : checkExtents(2, knownValue(extents.d[0]), knownValue(extents.d[1]),
+                                             knownValue(inputs[1].d[0]));
+      if (!problem.empty()) return fail(problem);
+    }
     nvinfer1::IDimensionExpr const* height = exprBuilder.constant(mAttributes.outputHeight);
     nvinfer1::IDimensionExpr const* width = exprBuilder.constant(mAttributes.outputWidth);
     if (height == nullptr || width == nullptr) return fail("the expression builder returned no constant");
@@ -127,27 +160,32 @@ int32_t MultiLevelRoIAlignPlugin::getOutputShapes(nvinfer1::DimsExprs const* inp
   }
 }
 
-// Every tensor linear; rois float32 always (a weakly typed float16 build must not round box corners to
-// float16); the feature maps float32 or float16, all of one type, and pooled of that type.
+// Every tensor linear; rois and extents float32 always (a weakly typed float16 build must not round box
+// corners or image sizes to float16); the feature maps float32 or float16, all of one type, and pooled
+// (position nbInputs) of that type.
 bool MultiLevelRoIAlignPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut,
                                                          int32_t nbInputs, int32_t nbOutputs) noexcept {
-  if (inOut == nullptr || nbInputs != numInputs() || nbOutputs != 1 || pos < 0 || pos >= nbInputs + nbOutputs)
+  if (inOut == nullptr || !checkCounts(nbInputs, nbOutputs).empty() || pos < 0 || pos >= nbInputs + nbOutputs)
     return false;
   PluginTensorDesc const& desc = inOut[pos].desc;
   if (desc.format != TensorFormat::kLINEAR) return false;
-  if (pos == 0) return desc.type == DataType::kFLOAT;
+  if (pos == 0 || (hasExtents(nbInputs) && pos == numInputs())) return desc.type == DataType::kFLOAT;
   if (pos == 1) return isFloatType(desc.type);
-  return desc.type == inOut[1].desc.type;
+  return desc.type == inOut[1].desc.type;  // the other maps and pooled
 }
 
 std::string MultiLevelRoIAlignPlugin::checkInputDims(Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const {
-  if (nbInputs != numInputs() || nbOutputs != 1)
-    return "expects " + std::to_string(numInputs()) + " inputs (rois and " + std::to_string(mAttributes.numLevels()) +
-           " feature maps) and 1 output, got " + std::to_string(nbInputs) + " and " + std::to_string(nbOutputs);
+  std::string const counts = checkCounts(nbInputs, nbOutputs);
+  if (!counts.empty()) return counts;
   if (dims[0].nbDims != 2 || differs(dims[0].d[1], 5)) return "'rois' must be [R, 5]";
   int64_t const batch = dims[1].nbDims == 4 ? dims[1].d[0] : -1;
   int64_t const channels = dims[1].nbDims == 4 ? dims[1].d[1] : -1;
-  for (int32_t i = 1; i < nbInputs; ++i) {
+  if (hasExtents(nbInputs)) {
+    Dims const& e = dims[numInputs()];
+    std::string const problem = checkExtents(e.nbDims, e.nbDims == 2 ? e.d[0] : -1, e.nbDims == 2 ? e.d[1] : -1, batch);
+    if (!problem.empty()) return problem;
+  }
+  for (int32_t i = 1; i < numInputs(); ++i) {
     Dims const& d = dims[i];
     if (d.nbDims != 4) return "'" + inputName(i) + "' must be [B, C, H, W], got rank " + std::to_string(d.nbDims);
     if (differs(d.d[0], batch))
@@ -166,12 +204,14 @@ std::string MultiLevelRoIAlignPlugin::checkInputDims(Dims const* dims, int32_t n
 int32_t MultiLevelRoIAlignPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                                   DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
   try {
-    if (nbInputs < 1 || nbInputs > 1 + MRD_MAX_LEVELS)
-      return fail("unexpected input count " + std::to_string(nbInputs));
-    Dims dims[1 + MRD_MAX_LEVELS];
+    std::string const counts = checkCounts(nbInputs, nbOutputs);
+    if (!counts.empty()) return fail(counts);
+    Dims dims[2 + MRD_MAX_LEVELS];  // rois, the maps, extents
     for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].desc.dims;
     std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
-    return problem.empty() ? 0 : fail(problem);
+    if (!problem.empty()) return fail(problem);
+    mHasExtents = hasExtents(nbInputs);  // enqueue is not told the input count
+    return 0;
   } catch (std::exception const& e) {
     return fail(e.what());
   }
@@ -186,12 +226,14 @@ size_t MultiLevelRoIAlignPlugin::getWorkspaceSize(DynamicPluginTensorDesc const*
 int32_t MultiLevelRoIAlignPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs,
                                                 PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
   try {
-    if (nbInputs < 1 || nbInputs > 1 + MRD_MAX_LEVELS)
-      return fail("unexpected input count " + std::to_string(nbInputs));
-    Dims dims[1 + MRD_MAX_LEVELS];
+    std::string const counts = checkCounts(nbInputs, nbOutputs);
+    if (!counts.empty()) return fail(counts);
+    Dims dims[2 + MRD_MAX_LEVELS];  // rois, the maps, extents
     for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].dims;
     std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
-    return problem.empty() ? 0 : fail(problem);
+    if (!problem.empty()) return fail(problem);
+    mHasExtents = hasExtents(nbInputs);  // enqueue is not told the input count
+    return 0;
   } catch (std::exception const& e) {
     return fail(e.what());
   }
@@ -206,6 +248,8 @@ int32_t MultiLevelRoIAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, Plu
       return fail(std::string("cannot run on ") + dataTypeName(inputDesc[0].type) + " rois and " + dataTypeName(type) +
                   " feature maps");
     int32_t const levels = mAttributes.numLevels();
+    if (mHasExtents && inputDesc[levels + 1].type != DataType::kFLOAT)
+      return fail(std::string("cannot run on ") + dataTypeName(inputDesc[levels + 1].type) + " extents");
     Dims const& first = inputDesc[1].dims;  // [B, C, H, W]
     MrdLevels lv{};
     lv.num_levels = levels;
@@ -221,6 +265,7 @@ int32_t MultiLevelRoIAlignPlugin::enqueue(PluginTensorDesc const* inputDesc, Plu
     lv.canonical_scale = mAttributes.canonicalScale;
     lv.canonical_level = mAttributes.canonicalLevel;
     lv.eps = mAttributes.levelEps;
+    lv.extents = mHasExtents ? static_cast<float const*>(inputs[levels + 1]) : nullptr;  // [B, 2] device memory
     MrdPoolParams const params{mAttributes.outputHeight, mAttributes.outputWidth, mAttributes.samplingRatio,
                                mAttributes.aligned, mAttributes.poolMode()};
     int64_t const numRois = inputDesc[0].dims.d[0];

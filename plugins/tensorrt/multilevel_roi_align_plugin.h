@@ -1,7 +1,9 @@
 // TensorRT plugin for the custom ONNX op maskrcnn_deploy::MultiLevelRoIAlign, version 1 (docs/ops.md).
 //
 //   inputs : rois [R, 5] (batch_index, x1, y1, x2, y2) float32, then one feature map per level
-//            [B, C, H_l, W_l] (p2..p5 for Mask R-CNN), all float32 or all float16; linear layout
+//            [B, C, H_l, W_l] (p2..p5 for Mask R-CNN), all float32 or all float16, then optionally
+//            extents [B, 2] float32 = (height, width) in input pixels of the region each image's maps cover
+//            (graphs exported before it have no extents: every image covers every map); linear layout
 //   output : pooled [R, C, output_height, output_width], the feature maps' type
 //
 // Each roi is pooled on its FPN level; enqueue() calls the shared CUDA kernels of the RoIAlign core
@@ -71,14 +73,18 @@ class MultiLevelRoIAlignPlugin : public nvinfer1::IPluginV3,
   nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
  private:
-  int32_t numInputs() const { return 1 + mAttributes.numLevels(); }
-  std::string inputName(int32_t index) const;  // "rois", "p2", "p3", ...
+  int32_t numInputs() const { return 1 + mAttributes.numLevels(); }  // without extents; numInputs() + 1 with
+  bool hasExtents(int32_t nbInputs) const { return nbInputs == numInputs() + 1; }
+  // Empty when nbInputs/nbOutputs are one of the op's two forms; otherwise what is wrong.
+  std::string checkCounts(int32_t nbInputs, int32_t nbOutputs) const;
+  std::string inputName(int32_t index) const;  // "rois", "p2", "p3", ..., "extents"
   // Empty when the input dims fit the op (-1 = not known yet); otherwise what is wrong.
   std::string checkInputDims(nvinfer1::Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const;
   int32_t fail(std::string const& message) const;  // logs with the layer name; returns -1
 
   std::string mLayerName;
   RoIAlignAttributes mAttributes;
+  bool mHasExtents = false;  // the inputs of the last configurePlugin/onShapeChange end with extents (for enqueue)
   std::string mMetadata;
   std::vector<nvinfer1::PluginField> mSerialFields;  // rebuilt by getFieldsToSerialize(), point into mAttributes
   nvinfer1::PluginFieldCollection mSerialCollection{};

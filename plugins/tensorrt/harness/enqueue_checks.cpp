@@ -1,6 +1,7 @@
 // enqueue() checks: two that need no GPU (no rois; an error from the core), then, on a machine with a
 // CUDA device, the plugin's float32 and float16 output against the CPU kernel of the same core
-// (mrd_roi_align_forward_cpu) on 4 FPN levels with rois that land on every level.
+// (mrd_roi_align_forward_cpu) on 4 FPN levels with rois that land on every level, without and with the
+// optional extents input (image 0 covers part of the canvas).
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
@@ -26,6 +27,7 @@ struct Problem {
   std::vector<float> rois;                   // [kRois, 5]
   std::vector<std::vector<float>> features;  // per level [kBatch, kChannels, H_l, W_l]
   int badBatchRoi = 0;                       // roi whose batch index is out of range (GPU writes zeros)
+  std::vector<float> extents = {160.f, 250.f, float(kImageH), float(kImageW)};  // [kBatch, 2] (height, width)
 };
 
 // Random maps in [-1, 1); rois of sizes 4..700 px (every FPN level) plus a negative-area roi and one whose
@@ -75,12 +77,14 @@ struct Config {
   bool half;
   char const* mode;
   int aligned, samplingRatio, outH, outW;
+  bool extents;  // pass the extents input (6 inputs) and give the CPU kernel the same extents
 };
 
 // Runs the plugin on the GPU and the CPU kernel on the host; returns "" when they agree, else the first mismatch.
 std::string compare(IPluginCreatorV3One& creator, Config const& c) {
   Problem p = makeProblem(c.half);
-  MrdLevels const lv = levelsOf(p);
+  MrdLevels lv = levelsOf(p);
+  if (c.extents) lv.extents = p.extents.data();  // host memory for the CPU kernel
   Fields f = maskRcnnFields();
   f.ints("output_height", {c.outH}).ints("output_width", {c.outW}).ints("aligned", {c.aligned});
   f.ints("sampling_ratio", {c.samplingRatio}).text("mode", c.mode);
@@ -124,13 +128,17 @@ std::string compare(IPluginCreatorV3One& creator, Config const& c) {
     buffers.push_back(upload(p.features[l], c.half));
     in.push_back(tensorDesc(type, {kBatch, kChannels, lv.height[l], lv.width[l]}));
   }
+  if (c.extents) {
+    buffers.push_back(upload(p.extents, false));
+    in.push_back(tensorDesc(DataType::kFLOAT, {kBatch, 2}));
+  }
   PluginTensorDesc const out = tensorDesc(type, {kRois, kChannels, c.outH, c.outW});
   void* output = nullptr;
   cudaMalloc(&output, expected.size() * item);
   cudaMemset(output, 0xFF, expected.size() * item);  // NaN everywhere: an unwritten element fails
   cudaStream_t stream = nullptr;
   cudaStreamCreate(&stream);
-  int32_t rc = plugin.runtime->onShapeChange(in.data(), 5, &out, 1);
+  int32_t rc = plugin.runtime->onShapeChange(in.data(), static_cast<int32_t>(in.size()), &out, 1);
   if (rc == 0) rc = plugin.runtime->enqueue(in.data(), &out, buffers.data(), &output, nullptr, stream);
   cudaError_t const err = cudaStreamSynchronize(stream);
   std::vector<char> result(expected.size() * item);
@@ -192,6 +200,19 @@ void runEnqueueChecks(Checks& checks, IPluginCreatorV3One& creator, RecordingLog
   mrd_fpn_levels_cpu(MRD_FLOAT32, &lv, sample.rois.data(), kRois, level.data());
   int perLevel[kLevels] = {}, undefined = 0;
   for (int32_t l : level) (l >= 0 && l < kLevels ? perLevel[l] : undefined) += 1;
+  MrdLevels withExtents = lv;
+  withExtents.extents = sample.extents.data();
+  void const* maps[kLevels];
+  for (int l = 0; l < kLevels; ++l) maps[l] = sample.features[l].data();
+  MrdPoolParams const pool{7, 7, 2, 0, 0};
+  std::vector<float> rois = sample.rois, plain(size_t(kRois) * kChannels * 49), covered(plain.size());
+  rois[5 * sample.badBatchRoi] = 0.f;  // the CPU kernel refuses an out-of-range image index
+  int const st1 = mrd_roi_align_forward_cpu(MRD_FLOAT32, &lv, maps, rois.data(), kRois, &pool, plain.data(), 2);
+  int const st2 =
+      mrd_roi_align_forward_cpu(MRD_FLOAT32, &withExtents, maps, rois.data(), kRois, &pool, covered.data(), 2);
+  checks.check("the GPU test's result depends on its extents (CPU kernel)",
+               st1 == MRD_OK && st2 == MRD_OK && plain != covered,
+               std::string(mrd_status_message(st1)) + ", " + mrd_status_message(st2));
   checks.check("the GPU test's rois land on every level, one on none",
                perLevel[0] > 0 && perLevel[1] > 0 && perLevel[2] > 0 && perLevel[3] > 0 && undefined == 1,
                "per level " + std::to_string(perLevel[0]) + "/" + std::to_string(perLevel[1]) + "/" +
@@ -203,20 +224,23 @@ void runEnqueueChecks(Checks& checks, IPluginCreatorV3One& creator, RecordingLog
   if (err != cudaSuccess || devices == 0) {
     std::string const why =
         err != cudaSuccess ? std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err) : "0 devices";
-    checks.skip("enqueue on the GPU against the CPU kernel (float32, float16)", "no CUDA device (" + why + ")");
+    checks.skip("enqueue on the GPU against the CPU kernel (float32, float16, with and without extents)",
+                "no CUDA device (" + why + ")");
     return;
   }
   std::vector<Config> const configs = {
-      {false, "avg", 0, 2, 7, 7},    // torchvision's MultiScaleRoIAlign
-      {false, "max", 1, 0, 14, 14},  // adaptive sampling, half-pixel
-      {true, "avg", 1, 0, 7, 5},     // non-square output catches a height/width swap
-      {true, "max", 0, 2, 14, 14},
+      {false, "avg", 0, 2, 7, 7, false},    // torchvision's MultiScaleRoIAlign
+      {false, "max", 1, 0, 14, 14, false},  // adaptive sampling, half-pixel
+      {true, "avg", 1, 0, 7, 5, false},     // non-square output catches a height/width swap
+      {true, "max", 0, 2, 14, 14, false},
+      {false, "avg", 0, 2, 7, 7, true},     // with extents: image 0 covers 160x250 of the 256x384 canvas
+      {true, "avg", 1, 0, 7, 5, true},
   };
   for (Config const& c : configs) {
     std::string const name = std::string("enqueue ") + (c.half ? "float16" : "float32") + " " + c.mode +
                              " aligned=" + std::to_string(c.aligned) +
                              " sampling_ratio=" + std::to_string(c.samplingRatio) + " " + std::to_string(c.outH) + "x" +
-                             std::to_string(c.outW) + " matches the CPU kernel";
+                             std::to_string(c.outW) + (c.extents ? " with extents" : "") + " matches the CPU kernel";
     std::string const problem = compare(creator, c);
     checks.check(name, problem.empty(), problem);
   }

@@ -1,12 +1,14 @@
 // Test harness for the MultiLevelRoIAlign TensorRT plugin, run without TensorRT's libraries.
 //
-//   mrd_trt_plugin_harness [path/to/libmaskrcnn_deploy_trt_plugin.so]
+//   mrd_trt_plugin_harness [path/to/libmaskrcnn_deploy_trt_plugin.so [path/to/libmrd_trt_plugin_probe.so]]
 //
 // Opens the plugin library with dlopen (as IPluginRegistry::loadLibrary does), gives it a recording
 // logger through setLoggerFinder(), takes the creator from getCreators() and drives creator and plugin
 // only through the TensorRT interfaces: fields and their validation, clone, serialization round trip,
 // output types and shapes, format combinations, workspace, shape checks and enqueue (enqueue_checks.cpp;
-// its comparisons with the CPU kernel need a CUDA device and print SKIP without one).
+// its comparisons with the CPU kernel need a CUDA device and print SKIP without one), the same for the
+// optional extents input (extents_checks.cpp), and what enqueue hands the kernel, through the probe build
+// of the library (enqueue_probe_checks.cpp, core_probe.cpp; second argument, default the build's).
 // One PASS/FAIL/SKIP line per check, then a summary; the exit code is 1 if any check failed.
 #include <dlfcn.h>
 
@@ -22,12 +24,17 @@
 #ifndef MRD_DEFAULT_PLUGIN_LIBRARY
 #define MRD_DEFAULT_PLUGIN_LIBRARY "libmaskrcnn_deploy_trt_plugin.so"
 #endif
+#ifndef MRD_DEFAULT_PROBE_LIBRARY
+#define MRD_DEFAULT_PROBE_LIBRARY "libmrd_trt_plugin_probe.so"
+#endif
 
 using namespace nvinfer1;
 using namespace harness;
 
 namespace harness {
 void runEnqueueChecks(Checks& checks, IPluginCreatorV3One& creator, RecordingLogger& logger);  // enqueue_checks.cpp
+void runExtentsInterfaceChecks(Checks& checks, IPluginCreatorV3One& creator, RecordingLogger& logger);  // extents_checks.cpp
+void runEnqueueProbeChecks(Checks& checks, char const* probePath, RecordingLoggerFinder& finder);  // enqueue_probe_checks.cpp
 }
 
 namespace {
@@ -331,7 +338,8 @@ void checkFormatsAndConfigure(Checks& checks, IPluginCreatorV3One& creator) {
 
 int main(int argc, char** argv) {
   char const* path = argc > 1 ? argv[1] : MRD_DEFAULT_PLUGIN_LIBRARY;
-  std::printf("plugin library: %s\n", path);
+  char const* probePath = argc > 2 ? argv[2] : MRD_DEFAULT_PROBE_LIBRARY;
+  std::printf("plugin library: %s\nprobe library: %s\n", path, probePath);
   Checks checks;
   // RTLD_NOW: every symbol must resolve now, in a process without libnvinfer.
   void* library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -361,5 +369,7 @@ int main(int argc, char** argv) {
   checkTypesAndShapes(checks, creator);
   checkFormatsAndConfigure(checks, creator);
   runEnqueueChecks(checks, creator, gFinder.logger);
+  runExtentsInterfaceChecks(checks, creator, gFinder.logger);
+  runEnqueueProbeChecks(checks, probePath, gFinder);
   return checks.summary();
 }
