@@ -56,14 +56,14 @@ def build(name: str) -> MaskRCNN:
     return model.eval()
 
 
-def _torch_wrapped(rois, p2, p3, p4, p5, **attr) -> np.ndarray:
+def _torch_wrapped(rois, p2, p3, p4, p5, extents, **attr) -> np.ndarray:
     """The PyOp's former callback: numpy inputs as zero-copy torch tensors, through the PyTorch op."""
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     scales = [float(s) for s in attr["spatial_scales"].split()]
     return multilevel_roi_align_op(as_tensor(rois), [as_tensor(p) for p in (p2, p3, p4, p5)], attr["output_height"],
                                    attr["output_width"], scales, attr["sampling_ratio"], bool(attr["aligned"]),
                                    attr["mode"], attr["canonical_scale"], attr["canonical_level"],
-                                   attr["level_eps"]).numpy()
+                                   attr["level_eps"], as_tensor(extents) if len(extents) else None).numpy()
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ back in (a seeded R50-FPN, 96x256 image in a 192x256 canvas: P2..P6 differ on ev
 * `image_anchors`: gives each image the eager model's anchors on the eager feature maps of its
   extent (torchvision's stride is extent // map size, which is not 64 on P6 when extent / 32 is odd)
   and marks the anchors beyond it, which never become proposals;
-* `replicate_edges`: makes RoIAlign's bilinear taps just beyond the extent read the edge row/column,
-  as torchvision's RoIAlign clamps taps at the last row/column of the eager (extent-sized) map.
+* RoIAlign takes the extents itself (the op's `extents` input, docs/ops.md): its taps clamp at the last
+  row/column of each image's eager (extent-sized) map and read 0 past it, as torchvision's do.
 
 Then a static graph gives the eager model's detections for any image that fits, whatever the canvas.
 Tensor shapes: extent [B,2] float (height, width) in input pixels; features [B,C,h,w].
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from maskrcnn_deploy.model.anchors import cell_anchors, detectron2_grid_anchors
 
-__all__ = ["FEATURE_STRIDES", "padded_extent", "extent_masking", "image_anchors", "replicate_edges"]
+__all__ = ["FEATURE_STRIDES", "padded_extent", "extent_masking", "image_anchors"]
 
 FEATURE_STRIDES = (4, 8, 16, 32, 64)  # P2..P6 in input pixels (P6 = P5 max-pooled with stride 2)
 
@@ -154,18 +154,3 @@ def _detectron2_image_anchors(map_sizes: list, extent: Tensor, sizes: tuple, rat
         inside.append(ok.expand(-1, -1, base.shape[0]).reshape(B, -1))
     return torch.cat(anchors, dim=0)[None].expand(B, -1, -1), torch.cat(inside, dim=1)
 
-
-def replicate_edges(feats: list[Tensor], extent: Tensor) -> list[Tensor]:
-    """P2..P5 with every cell beyond each image's eager map set to its last row, then last column, so
-    RoIAlign taps there read what torchvision's clamp at the eager map's edge reads."""
-    out = []
-    for f, stride in zip(feats, FEATURE_STRIDES):
-        B, C, h, w = f.shape
-        cells = _cells(extent, stride, stride).to(torch.int64)                             # [B,2]
-        last_row = torch.gather(f, 2, (cells[:, 0] - 1).reshape(B, 1, 1, 1).expand(B, C, 1, w))
-        rows = torch.arange(h, device=f.device)[None, None, :, None] < cells[:, 0, None, None, None]
-        f = torch.where(rows, f, last_row)
-        last_col = torch.gather(f, 3, (cells[:, 1] - 1).reshape(B, 1, 1, 1).expand(B, C, h, 1))
-        cols = torch.arange(w, device=f.device)[None, None, None, :] < cells[:, 1, None, None, None]
-        out.append(torch.where(cols, f, last_col))
-    return out

@@ -11,8 +11,9 @@ It reuses the trained modules of `MaskRCNN` and reproduces its inference exactly
 variable-length lists become padded tensors with a validity mask: candidates that torchvision
 would have dropped (small, below the score threshold, suppressed, past top-k) score -1 and never
 reach the output. NMS is `nms_keep` (export/nms.py) and RoIAlign the native fused op. Each image
-sees only its own padded extent (export/canvas.py: features, anchors, RoIAlign edges), as the eager
-model sees it at batch 1, so the detections do not depend on the canvas it is padded to.
+sees only its own padded extent (export/canvas.py: features and anchors; RoIAlign takes the extents and
+samples each image's part of the maps as the eager model's smaller maps), as the eager model sees it at
+batch 1, so the detections do not depend on the canvas it is padded to.
 
 Both rule sets of model/config.py are implemented: torchvision's, and Detectron2's (a model read from a
 Detectron2 checkpoint: BGR 0-255 input, unrounded anchors at fixed strides, proposals ranked by logits with
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.model.roi_align import FPN_SCALES, multilevel_roi_align
 
-from .canvas import FEATURE_STRIDES, extent_masking, image_anchors, padded_extent, replicate_edges
+from .canvas import FEATURE_STRIDES, extent_masking, image_anchors, padded_extent
 from .nms import nms_keep, offset_by_class
 
 __all__ = ["DeployMaskRCNN", "OUTPUT_NAMES"]
@@ -113,7 +114,7 @@ class DeployMaskRCNN(nn.Module):
             roi_scale = torchvision_roi_scale(extent, image_sizes)  # [B] 1 but for short images, see below
         else:
             roi_scale = torch.ones_like(image_sizes[:, 0])  # Detectron2 pools at 1 / stride
-        return self.detect(replicate_edges(feats[:4], extent), proposals, proposal_ok, image_sizes, roi_scale)
+        return self.detect(feats[:4], proposals, proposal_ok, image_sizes, roi_scale, extent)
 
     # ---- RPN --------------------------------------------------------------------------------------------------------
     def propose(self, feats: list[Tensor], extent: Tensor, image_sizes: Tensor) -> tuple[Tensor, Tensor]:
@@ -164,19 +165,20 @@ class DeployMaskRCNN(nn.Module):
         return _gather(boxes, idx), top > invalid
 
     # ---- box and mask heads -------------------------------------------------------------------------------------------
-    def _pool(self, feats: list[Tensor], boxes: Tensor, output_size: int, roi_scale: Tensor) -> Tensor:
-        """Fused RoIAlign of boxes [B,M,4], magnified by roi_scale [B], on P2..P5 (strides 4..32)
-        -> [B*M, C, out, out]."""
+    def _pool(self, feats: list[Tensor], boxes: Tensor, output_size: int, roi_scale: Tensor, extent: Tensor) -> Tensor:
+        """Fused RoIAlign of boxes [B,M,4], magnified by roi_scale [B], on P2..P5 (strides 4..32), each image
+        sampling only the part of the maps its padded extent [B,2] covers (taps past it read 0, as past the eager
+        model's maps) -> [B*M, C, out, out]."""
         cfg = self.cfg
         return multilevel_roi_align(feats, _rois(boxes * roi_scale[:, None, None]), output_size, FPN_SCALES,
                                     cfg.roi_sampling_ratio, cfg.roi_aligned,
-                                    cfg.canonical_scale, cfg.canonical_level, cfg.level_mapper_eps)
+                                    cfg.canonical_scale, cfg.canonical_level, cfg.level_mapper_eps, extents=extent)
 
     def detect(self, feats: list[Tensor], proposals: Tensor, proposal_ok: Tensor, image_sizes: Tensor,
-               roi_scale: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+               roi_scale: Tensor, extent: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         cfg, heads = self.cfg, self.roi_heads
         B, P = proposals.shape[:2]
-        x = heads.box_head(self._pool(feats, proposals, cfg.box_roi_output_size, roi_scale))
+        x = heads.box_head(self._pool(feats, proposals, cfg.box_roi_output_size, roi_scale, extent))
         class_logits, box_deltas = heads.box_predictor(x)           # [B*P,K], [B*P,4K] (4(K-1): Detectron2)
         K = class_logits.shape[1]                                   # classes with background
         boxes = heads.coder.decode(box_deltas, proposals.reshape(-1, 4)).reshape(B, P, -1, 4)
@@ -202,7 +204,7 @@ class DeployMaskRCNN(nn.Module):
         det_boxes = _gather(boxes, idx) * valid[..., None]
         det_labels = torch.gather(labels, 1, idx) * valid
         det_scores = top * valid
-        mask_x = heads.mask_head(self._pool(feats, det_boxes, cfg.mask_roi_output_size, roi_scale))
+        mask_x = heads.mask_head(self._pool(feats, det_boxes, cfg.mask_roi_output_size, roi_scale, extent))
         mask_logits = heads.mask_predictor(mask_x)                  # [B*N,K,28,28]
         M = mask_logits.shape[-1]
         column = heads.column(det_labels).clamp(min=0)              # Detectron2: label - 1; padding rows: 0

@@ -28,7 +28,7 @@ from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.fit import Fit
 from maskrcnn_deploy.model.resize_paste_numpy import resize_bilinear, resize_uint8_chw
 
-__all__ = ["ImageFitError", "check_fits", "preprocess_images", "check_roi_scale", "torch_float32_source"]
+__all__ = ["ImageFitError", "check_fits", "preprocess_images", "torch_float32_source"]
 
 
 class ImageFitError(BadInputError, ValueError):
@@ -95,23 +95,4 @@ def padded_size(height: float, width: float, size_divisible: int) -> tuple[int, 
     return (int(math.ceil(height / size_divisible) * size_divisible),
             int(math.ceil(width / size_divisible) * size_divisible))
 
-
-def check_roi_scale(sizes, input_size: tuple[int, int], size_divisible: int) -> None:
-    """ImageFitError for an image the deploy graph cannot pool as the eager model does on this canvas.
-
-    torchvision's RoIAlign magnifies the boxes of an image whose padded height is over sqrt(2) times
-    its resized height (resized heights 1-22, 33-45, 65-67 px: export/deploy_model.py,
-    `torchvision_roi_scale`); magnified boxes sample beyond the eager feature map, where torchvision
-    reads zeros. The graph reproduces that exactly only when the image's padded extent is the whole
-    canvas (a dynamic graph at batch 1); on a larger canvas it would read padding instead, so such an
-    image is refused rather than answered differently. sizes: [B,2] resized (h, w).
-    """
-    for h, w in np.asarray(sizes).tolist():
-        padded = padded_size(h, w, size_divisible)
-        if round(math.log2(padded[0] / h)) > 0 and tuple(padded) != tuple(input_size):
-            raise ImageFitError(
-                f"an image resized to {int(h)}x{int(w)} px is too short for this graph's {input_size[0]}x{input_size[1]} "
-                f"input: torchvision pools an image padded from {int(h)} to {padded[0]} px high (over sqrt(2) times) at "
-                "a magnified scale, which a larger canvas cannot reproduce; run it through a dynamic graph (export "
-                "--dynamic) at batch 1, or the checkpoint")
 

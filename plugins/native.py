@@ -125,9 +125,11 @@ def pointers(addresses: list[int]) -> ctypes.Array:
 
 
 
-def check_shapes(rois_shape: tuple[int, ...], feature_shapes: list[tuple[int, ...]], num_scales: int) -> None:
+def check_shapes(rois_shape: tuple[int, ...], feature_shapes: list[tuple[int, ...]], num_scales: int,
+                 extents_shape: tuple[int, ...] | None = None) -> None:
     """Raise ValueError for shapes the kernels cannot take: the C side sees pointers, batch and channels of
-    map 0 and (height, width) per map, so rois [K,5] and maps [B,C,H_l,W_l] sharing (B, C) are checked here."""
+    map 0 and (height, width) per map, so rois [K,5], maps [B,C,H_l,W_l] sharing (B, C) and extents [B,2]
+    (when given) are checked here."""
     if not 1 <= len(feature_shapes) <= MAX_LEVELS:
         raise ValueError(f"RoIAlign takes 1 to {MAX_LEVELS} feature maps, got {len(feature_shapes)}")
     if num_scales != len(feature_shapes):
@@ -140,17 +142,23 @@ def check_shapes(rois_shape: tuple[int, ...], feature_shapes: list[tuple[int, ..
             raise ValueError(f"feature map {i} must be 4-D [B, C, H, W], got shape {tuple(shape)}")
         if tuple(shape[:2]) != first:
             raise ValueError(f"feature map {i} has batch/channels {tuple(shape[:2])}, map 0 has {first}")
+    if extents_shape is not None and tuple(extents_shape) != (first[0], 2):
+        raise ValueError(f"extents must be [B, 2] = (height, width) per image, B = {first[0]}, got shape "
+                         f"{tuple(extents_shape)}")
 
 
 def kernel_args(dtype: str, rois: int, num_rois: int, features: list[int], feature_shapes: list[tuple[int, ...]],
                 output_height: int, output_width: int, spatial_scales: list[float], sampling_ratio: int,
-                aligned: bool, mode: str, canonical_scale: float, canonical_level: int, eps: float) -> tuple:
+                aligned: bool, mode: str, canonical_scale: float, canonical_level: int, eps: float,
+                extents: int = 0) -> tuple:
     """The arguments every mrd_roi_align_{forward,backward}_{cpu,cuda} call starts with: (dtype code, levels,
     feature pointers, rois pointer, num_rois, params). rois/features are addresses of contiguous buffers of
-    `dtype` ("float32" ...), feature_shapes their [B,C,H,W] (checked with `check_shapes` first)."""
+    `dtype` ("float32" ...), feature_shapes their [B,C,H,W] (checked with `check_shapes` first); extents the
+    address of a contiguous float32 [B,2] buffer, or 0 (every image covers every map)."""
     batch, channels = feature_shapes[0][:2]
     levels = levels_struct(batch, channels, [tuple(s[-2:]) for s in feature_shapes], spatial_scales, canonical_scale,
                            canonical_level, eps)
+    levels.extents = extents or None
     params = pool_params((output_height, output_width), sampling_ratio, aligned, mode)
     return DTYPE_CODES[dtype], levels, pointers(features), rois, num_rois, params
 
@@ -165,18 +173,23 @@ def cpu_threads() -> int:
 
 def forward_cpu(rois: np.ndarray, features: list[np.ndarray], output_height: int, output_width: int,
                 spatial_scales: list[float], sampling_ratio: int, aligned: bool, mode: str, canonical_scale: float,
-                canonical_level: int, eps: float, num_threads: int | None = None) -> np.ndarray:
-    """The CPU kernel on numpy: rois [K,5], features [B,C,H_l,W_l] per level -> float32 [K, C, oh, ow], each roi
-    pooled from its level (torch_ops' multilevel_roi_align without torch). Inputs are read as contiguous
-    float32 (no copy when they are); the kernel checks the parameters and the batch indices."""
-    check_shapes(rois.shape, [f.shape for f in features], len(spatial_scales))
+                canonical_level: int, eps: float, num_threads: int | None = None,
+                extents: np.ndarray | None = None) -> np.ndarray:
+    """The CPU kernel on numpy: rois [K,5], features [B,C,H_l,W_l] per level (and optionally extents [B,2], the
+    region each image covers) -> float32 [K, C, oh, ow], each roi pooled from its level (torch_ops'
+    multilevel_roi_align without torch). Inputs are read as contiguous float32 (no copy when they are); the
+    kernel checks the parameters and the batch indices."""
+    check_shapes(rois.shape, [f.shape for f in features], len(spatial_scales),
+                 None if extents is None else extents.shape)
     rois = np.ascontiguousarray(rois, dtype=np.float32)
     features = [np.ascontiguousarray(f, dtype=np.float32) for f in features]
+    extents = None if extents is None else np.ascontiguousarray(extents, dtype=np.float32)
     out = np.empty((rois.shape[0], features[0].shape[1], output_height, output_width), dtype=np.float32)
     # called with no rois too: the kernel checks the parameters before it reads anything
     args = kernel_args("float32", rois.ctypes.data, rois.shape[0], [f.ctypes.data for f in features],
                        [f.shape for f in features], output_height, output_width, spatial_scales, sampling_ratio,
-                       aligned, mode, canonical_scale, canonical_level, eps)
+                       aligned, mode, canonical_scale, canonical_level, eps,
+                       0 if extents is None else extents.ctypes.data)
     lib = cpu_library()
     status = lib.mrd_roi_align_forward_cpu(*args, out.ctypes.data, num_threads or cpu_threads())
     check_status(lib, status, "RoIAlign forward")

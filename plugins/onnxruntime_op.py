@@ -14,9 +14,10 @@ and one copy of the inputs and of the output (measured in bench/onnx_runtime_spe
 onnxruntime-extensions' package `__init__` imports torch when it can (for a Whisper converter we do
 not use); `_import_extensions` hides torch during that import, so a session never loads it.
 
-PyOps read only scalar attributes (int, float, string), so `load_session` re-encodes the node's
-`spatial_scales` float list as a string in the in-memory copy it hands to ONNX Runtime; the file
-on disk, which TensorRT consumes, is unchanged.
+PyOps read only scalar attributes (int, float, string) and take a fixed number of inputs, so
+`load_session` re-encodes the node's `spatial_scales` float list as a string, and gives a node without
+the optional `extents` input (graphs exported before it existed) an empty [0,2] one, in the in-memory
+copy it hands to ONNX Runtime; the file on disk, which TensorRT consumes, is unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from maskrcnn_deploy.common.errors import BackendUnavailableError, BadInputError
 from maskrcnn_deploy.common.interrupts import deferred_interrupt
@@ -76,12 +78,13 @@ def _import_extensions():
     return onnxruntime_extensions
 
 
-def _multilevel_roi_align(rois, p2, p3, p4, p5, **attr) -> np.ndarray:
-    """The PyOp's body: rois [K,5] and P2..P5 [B,C,H_l,W_l] (float32 numpy) -> [K,C,oh,ow] from the C kernel."""
+def _multilevel_roi_align(rois, p2, p3, p4, p5, extents, **attr) -> np.ndarray:
+    """The PyOp's body: rois [K,5], P2..P5 [B,C,H_l,W_l] and extents [B,2] or [0,2] (none; float32 numpy)
+    -> [K,C,oh,ow] from the C kernel."""
     scales = [float(s) for s in attr["spatial_scales"].split()]
     return native.forward_cpu(rois, [p2, p3, p4, p5], attr["output_height"], attr["output_width"], scales,
                               attr["sampling_ratio"], bool(attr["aligned"]), attr["mode"], attr["canonical_scale"],
-                              attr["canonical_level"], attr["level_eps"])
+                              attr["canonical_level"], attr["level_eps"], extents=extents if len(extents) else None)
 
 
 @lru_cache(maxsize=None)
@@ -93,7 +96,7 @@ def _register_pyop() -> None:
     attrs = {"output_height": dt.dt_int64, "output_width": dt.dt_int64, "sampling_ratio": dt.dt_int64,
              "aligned": dt.dt_int64, "spatial_scales": dt.dt_string, "canonical_scale": dt.dt_float,
              "canonical_level": dt.dt_int64, "level_eps": dt.dt_float, "mode": dt.dt_string}
-    ext.onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[dt.dt_float] * 5, outputs=[dt.dt_float],
+    ext.onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[dt.dt_float] * 6, outputs=[dt.dt_float],
                 attrs=attrs)(_multilevel_roi_align)
 
 
@@ -115,11 +118,21 @@ def providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+_NO_EXTENTS = "maskrcnn_deploy_no_extents"  # the empty [0,2] extents given to nodes exported without them
+
+
 def for_pyop(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Copy of the graph with each MultiLevelRoIAlign's spatial_scales list as a string attribute."""
+    """Copy of the graph with each MultiLevelRoIAlign's spatial_scales list as a string attribute and its
+    optional extents input present (an empty [0,2] initializer where the node has none)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for node in model.graph.node:
         if is_custom_roi_align(node):
+            if len(node.input) < 6 or not node.input[5]:
+                del node.input[5:]
+                node.input.append(_NO_EXTENTS)
+                if not any(init.name == _NO_EXTENTS for init in model.graph.initializer):
+                    model.graph.initializer.append(numpy_helper.from_array(np.zeros((0, 2), np.float32),
+                                                                                _NO_EXTENTS))
             for i, attr in enumerate(node.attribute):
                 if attr.name == "spatial_scales" and attr.type == onnx.AttributeProto.FLOATS:
                     node.attribute[i].CopyFrom(onnx.helper.make_attribute("spatial_scales", _scales_to_text(attr.floats)))

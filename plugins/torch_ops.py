@@ -4,8 +4,11 @@ Ops (namespace `maskrcnn_deploy`):
   roi_align(features [B,C,H,W], rois [K,5], output_height, output_width, spatial_scale,
             sampling_ratio, aligned, mode) -> [K, C, oh, ow]
   multilevel_roi_align(rois [K,5], features [P2..P5 each [B,C,H_l,W_l]], output_height, output_width,
-            spatial_scales, sampling_ratio, aligned, mode, canonical_scale, canonical_level, eps)
+            spatial_scales, sampling_ratio, aligned, mode, canonical_scale, canonical_level, eps, extents=None)
             -> [K, C, oh, ow]; each roi pools from its FPN level in one pass (torchvision's level rule).
+            extents [B,2] float32 (optional): (height, width) in input pixels of the region each image's maps
+            cover; a tap beyond ceil(extent * scale) rows/columns reads as outside the map, so a padded
+            canvas pools as the image's own, smaller maps would (docs/ops.md).
   multilevel_roi_align_backward(grad [K,C,oh,ow], rois, features, ...) -> grads like features.
 
 rois are (batch_index, x1, y1, x2, y2) in input pixels, float32 (float64 with float64 features);
@@ -34,9 +37,12 @@ def _rois_dtype(features_dtype: torch.dtype) -> torch.dtype:
 
 
 def _check_inputs(rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
-                  spatial_scales: list[float], sampling_ratio: int, mode: str) -> None:
+                  spatial_scales: list[float], sampling_ratio: int, mode: str, extents: Tensor | None = None) -> None:
     """Raise ValueError with a one-line reason for anything the kernels cannot take."""
-    native.check_shapes(tuple(rois.shape), [tuple(f.shape) for f in features], len(spatial_scales))
+    native.check_shapes(tuple(rois.shape), [tuple(f.shape) for f in features], len(spatial_scales),
+                        None if extents is None else tuple(extents.shape))
+    if extents is not None and (extents.dtype != torch.float32 or extents.device != rois.device):
+        raise ValueError(f"extents must be float32 on {rois.device}, got {extents.dtype} on {extents.device}")
     first = features[0]
     for i, f in enumerate(features):
         if f.dtype != first.dtype or f.device != rois.device:
@@ -65,13 +71,13 @@ def _check_inputs(rois: Tensor, features: list[Tensor], output_height: int, outp
 
 def _call_native(direction: str, rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
                  spatial_scales: list[float], sampling_ratio: int, aligned: bool, mode: str, canonical_scale: float,
-                 canonical_level: int, eps: float, *buffers) -> None:
+                 canonical_level: int, eps: float, extents: Tensor | None, *buffers) -> None:
     """Run mrd_roi_align_{direction}_{cpu|cuda} on contiguous tensors; `buffers` are the function's
     trailing pointer arguments (forward: output; backward: grad_output, grad_features array)."""
     args = native.kernel_args(_DTYPE_NAMES[features[0].dtype], rois.data_ptr(), rois.shape[0],
                               [f.data_ptr() for f in features], [tuple(f.shape) for f in features], output_height,
                               output_width, spatial_scales, sampling_ratio, aligned, mode, canonical_scale,
-                              canonical_level, eps) + buffers
+                              canonical_level, eps, 0 if extents is None else extents.data_ptr()) + buffers
     if rois.is_cuda:
         lib = native.cuda_library()
         with torch.cuda.device(rois.device):
@@ -84,28 +90,30 @@ def _call_native(direction: str, rois: Tensor, features: list[Tensor], output_he
 
 def _forward(rois: Tensor, features: list[Tensor], output_height: int, output_width: int, spatial_scales: list[float],
              sampling_ratio: int, aligned: bool, mode: str, canonical_scale: float, canonical_level: int,
-             eps: float) -> Tensor:
-    _check_inputs(rois, features, output_height, output_width, spatial_scales, sampling_ratio, mode)
+             eps: float, extents: Tensor | None = None) -> Tensor:
+    _check_inputs(rois, features, output_height, output_width, spatial_scales, sampling_ratio, mode, extents)
     rois = rois.contiguous()
     features = [f.contiguous() for f in features]
+    extents = None if extents is None else extents.contiguous()
     out = features[0].new_empty((rois.shape[0], features[0].shape[1], output_height, output_width))
     if out.numel():
         _call_native("forward", rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned,
-                     mode, canonical_scale, canonical_level, eps, out.data_ptr())
+                     mode, canonical_scale, canonical_level, eps, extents, out.data_ptr())
     return out
 
 
 def _backward(grad: Tensor, rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
               spatial_scales: list[float], sampling_ratio: int, aligned: bool, mode: str, canonical_scale: float,
-              canonical_level: int, eps: float) -> list[Tensor]:
+              canonical_level: int, eps: float, extents: Tensor | None = None) -> list[Tensor]:
     rois, grad = rois.contiguous(), grad.to(features[0].dtype).contiguous()
     features = [f.contiguous() for f in features]
+    extents = None if extents is None else extents.contiguous()
     # CUDA accumulates with float32 atomics, so its gradient buffers are float32 whatever the input dtype.
     acc_dtype = torch.float32 if grad.is_cuda else grad.dtype
     grads = [torch.zeros(f.shape, dtype=acc_dtype, device=f.device) for f in features]
     if grad.numel():
         _call_native("backward", rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned,
-                     mode, canonical_scale, canonical_level, eps, grad.data_ptr(),
+                     mode, canonical_scale, canonical_level, eps, extents, grad.data_ptr(),
                      native.pointers([g.data_ptr() for g in grads]))
     return [g.to(f.dtype) for g, f in zip(grads, features)]
 
@@ -115,14 +123,15 @@ def _backward(grad: Tensor, rois: Tensor, features: list[Tensor], output_height:
 @torch.library.custom_op("maskrcnn_deploy::multilevel_roi_align", mutates_args=(), device_types=("cpu", "cuda"))
 def multilevel_roi_align_op(rois: Tensor, features: list[Tensor], output_height: int, output_width: int,
                             spatial_scales: list[float], sampling_ratio: int, aligned: bool, mode: str,
-                            canonical_scale: float, canonical_level: int, eps: float) -> Tensor:
+                            canonical_scale: float, canonical_level: int, eps: float,
+                            extents: Tensor | None = None) -> Tensor:
     return _forward(rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned, mode,
-                    canonical_scale, canonical_level, eps)
+                    canonical_scale, canonical_level, eps, extents)
 
 
 @multilevel_roi_align_op.register_fake
 def _(rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned, mode, canonical_scale,
-      canonical_level, eps):
+      canonical_level, eps, extents=None):
     return features[0].new_empty((rois.shape[0], features[0].shape[1], output_height, output_width))
 
 
@@ -131,9 +140,9 @@ def _(rois, features, output_height, output_width, spatial_scales, sampling_rati
 def multilevel_roi_align_backward_op(grad: Tensor, rois: Tensor, features: list[Tensor], output_height: int,
                                      output_width: int, spatial_scales: list[float], sampling_ratio: int, aligned: bool,
                                      mode: str, canonical_scale: float, canonical_level: int,
-                                     eps: float) -> list[Tensor]:
+                                     eps: float, extents: Tensor | None = None) -> list[Tensor]:
     return _backward(grad, rois, features, output_height, output_width, spatial_scales, sampling_ratio, aligned, mode,
-                     canonical_scale, canonical_level, eps)
+                     canonical_scale, canonical_level, eps, extents)
 
 
 @multilevel_roi_align_backward_op.register_fake
@@ -142,7 +151,7 @@ def _(grad, rois, features, *args):
 
 
 def _setup_multilevel(ctx, inputs, output):
-    rois, features, *params = inputs
+    rois, features, *params = inputs  # params end with extents (a tensor or None), passed on as they are
     ctx.save_for_backward(rois, *features)
     ctx.params = params
 
@@ -206,12 +215,13 @@ def roi_align(features: Tensor, rois: Tensor, output_size: int | tuple[int, int]
 def multilevel_roi_align(features: list[Tensor], rois: Tensor, output_size: int | tuple[int, int],
                          spatial_scales: list[float], sampling_ratio: int = 2, aligned: bool = False,
                          canonical_scale: float = 224.0, canonical_level: int = 4, eps: float = 1e-6,
-                         mode: str = "avg") -> Tensor:
-    """Fused FPN RoIAlign: each roi [K,5] pools from its level of P2.. (features) -> [K, C, oh, ow]."""
+                         mode: str = "avg", extents: Tensor | None = None) -> Tensor:
+    """Fused FPN RoIAlign: each roi [K,5] pools from its level of P2.. (features) -> [K, C, oh, ow]; with
+    extents [B,2] each image samples only the part of every map it covers (see the module docstring)."""
     oh, ow = _pair(output_size)
     return multilevel_roi_align_op(rois, list(features), oh, ow, [float(s) for s in spatial_scales],
                                    int(sampling_ratio), bool(aligned), mode, float(canonical_scale),
-                                   int(canonical_level), float(eps))
+                                   int(canonical_level), float(eps), extents)
 
 
 def fpn_levels(rois: Tensor, spatial_scales: list[float], canonical_scale: float = 224.0, canonical_level: int = 4,

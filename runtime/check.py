@@ -46,6 +46,7 @@ class SideRun:
     ap: dict | None             # coco_ap result {"bbox": {"AP": ..}, "segm": {..}} (0-1); None: no annotations
     latencies_s: list[float]    # wall seconds of predictor.predict([image]) per image (image already decoded)
     class_names: list[str] | None = None  # predictor.class_names (index = label), for drawing
+    max_detections: int | None = None     # the detection cap (PredictorInfo.max_detections)
 
 
 @dataclass
@@ -99,10 +100,12 @@ class PredictorInfo:
     backend: str                      # predictor.backend
     class_names: list[str] | None     # index = label
     category_ids: list[int]           # label -> COCO category id (runtime/evaluate.py category_ids_of)
+    max_detections: int | None = None  # the detection cap (config detections_per_img)
 
     @classmethod
     def of(cls, predictor: Predictor) -> PredictorInfo:
-        return cls(predictor.backend, predictor.class_names, category_ids_of(predictor))
+        return cls(predictor.backend, predictor.class_names, category_ids_of(predictor),
+                   predictor.config.detections_per_img)
 
 
 def load_pair(reference: str | Path, artifact: str | Path, threads: int | None = None,
@@ -128,6 +131,7 @@ def side_run(path: str | Path, info: PredictorInfo, detections: list[dict], late
     """One side's SideRun from its per-image results (image order), with its COCO AP (None without annotations)."""
     ap = None if coco is None else coco_ap(coco, ids, detections, info.category_ids)
     return SideRun(path=str(path), backend=info.backend, detections=detections, ap=ap, latencies_s=latencies_s,
+                   max_detections=info.max_detections,
                    class_names=info.class_names)
 
 
@@ -135,7 +139,9 @@ def finish_check(ref: SideRun, art: SideRun, tolerances: parity.Tolerances, path
                  unreadable: dict[Path, str] | None = None) -> CheckRun:
     """The parity report of two finished sides: matching, AP deltas, verdict. Computed once, in this process,
     however the per-image results were obtained (here or on Ray workers)."""
-    report = parity.check_parity(ref.detections, art.detections, tolerances, ref_ap=ref.ap, test_ap=art.ap)
+    caps = [side.max_detections for side in (ref, art) if side.max_detections]
+    report = parity.check_parity(ref.detections, art.detections, tolerances, ref_ap=ref.ap, test_ap=art.ap,
+                                 max_detections=min(caps) if len(caps) == 2 else None)
     return CheckRun(report=report, reference=ref, artifact=art, image_paths=list(paths), unreadable=unreadable or {})
 
 

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from maskrcnn_deploy.common.errors import BadInputError
-from maskrcnn_deploy.export.preprocess import check_roi_scale, preprocess_images
+from maskrcnn_deploy.export.preprocess import preprocess_images
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.data.images import load_rgb, to_float_chw
 from maskrcnn_deploy.model.fit import Fit
@@ -150,7 +150,6 @@ class Predictor:
     """Common driver: subclasses provide `run_raw(batch, sizes) -> {output name: numpy [B,...]}`."""
 
     backend = "base"
-    runs_deploy_graph = True  # the fixed-shape graph (export/deploy_model.py); False: the eager model
 
     def __init__(self, config: MaskRCNNConfig, input_size: tuple[int, int] | None, batch_size: int | None,
                  class_names: list[str] | None, category_ids: list[int] | None, fit: Fit | None = None):
@@ -162,8 +161,6 @@ class Predictor:
         """Decoded [3,H,W] images -> (model input float32 [B,3,Hp,Wp], resized sizes float32 [B,2] (h, w)):
         resize, pad, top up a static batch."""
         batch, sizes = preprocess_images(chunk, self.config, self.input_size, self.fit)
-        if self.runs_deploy_graph and self.config.infers_roi_scales:
-            check_roi_scale(sizes, tuple(batch.shape[-2:]), self.config.size_divisible)
         if self.fixed_batch and len(chunk) < self.fixed_batch:  # a static batch: pad with copies
             extra = self.fixed_batch - len(chunk)
             batch = np.concatenate([batch, np.repeat(batch[-1:], extra, axis=0)])

@@ -22,7 +22,8 @@ MIXED_PHOTOS = {
     "panorama": (150, 450, "RGB"),      # 3:1
     "tiny": (48, 64, "RGB"),
     "gray": (240, 320, "L"),            # grayscale, 4:3
-}
+    "wide_strip": (100, 450, "RGB"),    # 4.5:1: 42 px high in a 128x192 canvas, padded to 64, so torchvision's
+}                                       # RoIAlign pools it at 2x scale (export/deploy_model.py torchvision_roi_scale)
 
 EXIF_ORIENTATION = 0x0112  # the EXIF tag; value 6 = "rotate 90 degrees clockwise to display"
 

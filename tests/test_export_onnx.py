@@ -96,7 +96,7 @@ def test_custom_node_is_the_documented_contract(exported):
     assert attrs["canonical_scale"] == 224.0 and attrs["mode"] == b"avg"
     assert {a.type for a in nodes[0].attribute} <= {onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT,
                                                     onnx.AttributeProto.FLOATS, onnx.AttributeProto.STRING}
-    assert len(nodes[0].input) == 5  # rois, P2..P5
+    assert len(nodes[0].input) == 6  # rois, P2..P5, extents (each image's padded extent: docs/ops.md)
     ops = collections.Counter(n.op_type for n in model.graph.node)
     assert ops["NonMaxSuppression"] == 2 and ops["RoiAlign"] == 0
     outputs = {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
@@ -108,10 +108,14 @@ def test_standard_flavour_uses_only_standard_ops(exported):
     model = onnx.load(str(exported[("r18", "standard", False)]))
     assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
     ops = collections.Counter(n.op_type for n in model.graph.node)
-    assert ops["RoiAlign"] == 8  # 4 levels x (box head, mask head)
+    # 4 levels x (box head, mask head) x (rois inside their image's extent, rois that may sample past it)
+    assert ops["RoiAlign"] == 16 and ops["ReduceMean"] == 8
     modes = {onnx.helper.get_attribute_value(a) for n in model.graph.node if n.op_type == "RoiAlign"
              for a in n.attribute if a.name == "coordinate_transformation_mode"}
     assert modes == {b"output_half_pixel"}  # aligned=False, as torchvision's checkpoints
+    fine = {onnx.helper.get_attribute_value(a) for n in model.graph.node if n.op_type == "RoiAlign"
+            for a in n.attribute if a.name == "output_height"}
+    assert fine == {7, 14, 28}  # box head 7 (14 sampled finely), mask head 14 (28)
     verify_onnx(exported[("r18", "standard", False)])
 
 

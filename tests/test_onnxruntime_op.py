@@ -30,15 +30,18 @@ SCALES = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
 IMAGE = (320, 448)  # (H, W) of the input the feature maps belong to
 
 
-def roi_node_model(feature_shapes: list[tuple[int, ...]], op_type: str = "MultiLevelRoIAlign",
+def roi_node_model(feature_shapes: list[tuple[int, ...]], op_type: str = "MultiLevelRoIAlign", extents: bool = False,
                    **attrs) -> onnx.ModelProto:
-    """A graph with one custom node: rois [K,5] and P2..P5 (static shapes) -> pooled [K,C,oh,ow]."""
+    """A graph with one custom node: rois [K,5] and P2..P5 (static shapes) [and extents [B,2]] -> pooled [K,C,oh,ow]."""
     attrs = {"output_height": 7, "output_width": 7, "sampling_ratio": 2, "aligned": 0, "spatial_scales": SCALES,
              "canonical_scale": 224.0, "canonical_level": 4, "level_eps": 1e-6, "mode": "avg", **attrs}
-    node = helper.make_node(op_type, ["rois", "p2", "p3", "p4", "p5"], ["pooled"], domain="maskrcnn_deploy", **attrs)
+    names = ["rois", "p2", "p3", "p4", "p5"] + (["extents"] if extents else [])
+    node = helper.make_node(op_type, names, ["pooled"], domain="maskrcnn_deploy", **attrs)
     inputs = [helper.make_tensor_value_info("rois", TensorProto.FLOAT, ["K", 5])]
     inputs += [helper.make_tensor_value_info(f"p{i + 2}", TensorProto.FLOAT, list(s))
                for i, s in enumerate(feature_shapes)]
+    if extents:
+        inputs.append(helper.make_tensor_value_info("extents", TensorProto.FLOAT, [feature_shapes[0][0], 2]))
     graph = helper.make_graph([node], "roi", inputs, [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
                                                     helper.make_opsetid("maskrcnn_deploy", 1)])
@@ -71,11 +74,30 @@ def adversarial_rois(rng: np.random.Generator, batch: int = 2) -> np.ndarray:
 
 
 def torch_pooled(rois: np.ndarray, feats: list[np.ndarray], oh: int = 7, ow: int = 7, sampling_ratio: int = 2,
-                 aligned: int = 0, mode: str = "avg") -> np.ndarray:
+                 aligned: int = 0, mode: str = "avg", extents: np.ndarray | None = None) -> np.ndarray:
     """The PyTorch op on the same inputs (the reference)."""
     out = multilevel_roi_align_op(torch.from_numpy(rois), [torch.from_numpy(f) for f in feats], oh, ow, SCALES,
-                                  sampling_ratio, bool(aligned), mode, 224.0, 4, 1e-6)
+                                  sampling_ratio, bool(aligned), mode, 224.0, 4, 1e-6,
+                                  None if extents is None else torch.from_numpy(extents))
     return out.numpy()
+
+
+@pytest.mark.parametrize("attrs", [{}, {"aligned": 1, "sampling_ratio": 0}])
+def test_the_node_takes_each_images_extent(attrs):
+    """With the optional extents input the node samples only each image's covered part of the maps, like the
+    PyTorch op; a graph exported without it (5 inputs) keeps pooling the whole maps."""
+    rng = np.random.default_rng(7)
+    feats, rois = features(rng), adversarial_rois(rng)
+    rois = rois[np.abs(rois[:, 1:]).max(1) <= 1e4]
+    extents = np.array([[160.0, 448.0], [320.0, 96.0]], np.float32)  # (height, width) each image covers
+    inputs = {"rois": rois, **{f"p{i + 2}": f for i, f in enumerate(feats)}}
+    covered = load_session(roi_node_model([f.shape for f in feats], extents=True, **attrs)).run(
+        None, {**inputs, "extents": extents})[0]
+    whole = load_session(roi_node_model([f.shape for f in feats], **attrs)).run(None, inputs)[0]
+    args = (attrs.get("sampling_ratio", 2), attrs.get("aligned", 0))
+    assert np.array_equal(covered, torch_pooled(rois, feats, 7, 7, *args, extents=extents))
+    assert np.array_equal(whole, torch_pooled(rois, feats, 7, 7, *args))
+    assert (np.abs(covered - whole).max(axis=(1, 2, 3)) > 1e-3).sum() > 20
 
 
 @pytest.mark.parametrize("attrs", [{}, {"aligned": 1, "sampling_ratio": 0}, {"mode": "max", "aligned": 1},
@@ -196,7 +218,7 @@ def test_run_session_never_imports_torch(tmp_path):
 
 # ---- an exported deploy graph ------------------------------------------------------------------------------------
 
-def _torch_wrapped(rois, p2, p3, p4, p5, **attr) -> np.ndarray:
+def _torch_wrapped(rois, p2, p3, p4, p5, extents, **attr) -> np.ndarray:
     """The op's callback before it called the kernel through ctypes: numpy inputs wrapped as torch tensors
     and passed to the PyTorch op."""
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
@@ -204,7 +226,7 @@ def _torch_wrapped(rois, p2, p3, p4, p5, **attr) -> np.ndarray:
     return multilevel_roi_align_op(as_tensor(rois), [as_tensor(p) for p in (p2, p3, p4, p5)], attr["output_height"],
                                    attr["output_width"], scales, attr["sampling_ratio"], bool(attr["aligned"]),
                                    attr["mode"], attr["canonical_scale"], attr["canonical_level"],
-                                   attr["level_eps"]).numpy()
+                                   attr["level_eps"], as_tensor(extents) if len(extents) else None).numpy()
 
 
 @contextlib.contextmanager

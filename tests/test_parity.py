@@ -176,7 +176,7 @@ def test_report_json_and_summary(ref, tmp_path):
     test[1]["boxes"][0, 0] -= 0.5
     report = check_parity(ref, test, FP32, {"bbox": {"AP": 0.4}}, {"bbox": {"AP": 0.4}})
     d = json.loads(json.dumps(report.to_dict()))
-    assert d["detections"] == {"reference": 24, "test": 24, "matched": 24}
+    assert d["detections"] == {"reference": 24, "test": 24, "matched": 24, "tied_at_cap": 0}
     assert d["box_error_px"]["max"] == pytest.approx(0.5) and d["box_error_px"]["count"] == 24
     assert sum(d["histograms"]["box_error_px"]["counts"]) == 24 and len(d["histograms"]["mask_iou"]["edges"]) == 21
     path = write_report_json(report, tmp_path / "out" / "parity.json")
@@ -209,3 +209,26 @@ def test_raw_comparison_follows_pairs(ref):
     assert raw.max_box_error == 0.0 and raw.max_score_error == 0.0 and raw.num_detections_equal
     report = check_parity(ref[:1], [test], FP32)
     assert report.passed and report.raw["max_mask_prob_error"] == pytest.approx(0.03, abs=1e-6)
+
+
+def test_ties_at_the_detection_cap_count_as_matched():
+    """Found on the trained demo model's 3:1 panoramas: dozens of candidates score exactly the 100th place's score,
+    and which of them fill the last places is an arbitrary order that differs between runtimes. Both sides at the
+    cap, the unmatched ones all at the lowest score: tied, PASS (reported); anything else still fails."""
+    ref = _detections(5, n=8)
+    ref["scores"][-3:] = ref["scores"][-3]                   # the last three places tie
+    test = _copy(ref)
+    test["boxes"][-1] += np.float32(9.0)                     # another of the tied candidates took the last place
+    test["boxes"][-1] = np.clip(test["boxes"][-1], 0, [W, H, W, H])
+    test["labels"][-1] = test["labels"][-1] % 3 + 1
+    without = check_parity([ref], [test], FP32)
+    assert not without.passed and without.matched == 7 and without.tied_at_cap == 0
+    tied = check_parity([ref], [test], FP32, max_detections=8)
+    assert tied.passed, tied.failures
+    assert tied.matched == 7 and tied.tied_at_cap == 1 and tied.match_fraction_ref == 1.0
+    assert tied.to_dict()["detections"]["tied_at_cap"] == 1
+    assert "tied at the detection cap 1" in tied.summary_lines()[1]
+    assert not check_parity([ref], [test], FP32, max_detections=9).passed   # not at the cap: a real difference
+    higher = _copy(test)
+    higher["scores"][-1] = np.float32(ref["scores"][-1] + 0.01)  # not the lowest score: a real difference
+    assert not check_parity([ref], [higher], FP32, max_detections=8).passed

@@ -256,6 +256,59 @@ def test_threads_do_not_change_results():
         assert all(torch.equal(a, b) for a, b in zip(grads, results[0][1]))
 
 
+# ----------------------------------------------------------------------------- per-image extents
+EXTENTS = torch.tensor([[64.0, 96.0], [32.0, 160.0], [128.0, 64.0]])  # (height, width) each image covers, px
+
+
+def _cropped_pool(feats, rois, extents, out, sampling, aligned, mode):
+    """Reference for extents: each image's rois pooled on its own maps, cropped to ceil(extent * scale) cells."""
+    result = torch.zeros(rois.shape[0], feats[0].shape[1], out, out, dtype=feats[0].dtype)
+    for b, (h, w) in enumerate(extents.tolist()):
+        mine = (rois[:, 0] == b).nonzero()[:, 0]
+        crops = [f[b:b + 1, :, :int(np.ceil(h * s)), :int(np.ceil(w * s))] for f, s in zip(feats, SCALES)]
+        own = torch.cat([torch.zeros_like(rois[mine, :1]), rois[mine, 1:]], dim=1)
+        result[mine] = multilevel_roi_align(crops, own, out, SCALES, sampling, aligned, mode=mode)
+    return result
+
+
+@pytest.mark.parametrize("aligned, sampling, mode", [(False, 2, "avg"), (True, 0, "avg"), (False, 2, "max")])
+def test_extents_pool_each_image_as_on_its_own_maps(aligned, sampling, mode):
+    """A padded canvas with extents gives bit for bit what each image's own smaller maps give: taps past the
+    covered rows/columns read 0, taps in their last cell clamp to it. Rois reach 2x past the images (torchvision's
+    magnified short images), so many taps land beyond; without extents the canvas answers differently."""
+    feats, _, _ = _fpn_inputs(batch=3, height=128, width=160, seed=21)
+    rois = torch.cat([random_rois(200, 3, 128.0, 160.0, seed=22), random_rois(100, 3, 256.0, 320.0, seed=23)])
+    rois[-40:, 3:] = rois[-40:, 1:3] + torch.rand(40, 2, generator=torch.Generator().manual_seed(4)) * 300 + 150
+    ours = multilevel_roi_align(feats, rois, 7, SCALES, sampling, aligned, mode=mode, extents=EXTENTS)
+    ref = _cropped_pool(feats, rois, EXTENTS, 7, sampling, aligned, mode)
+    assert torch.equal(ours, ref)
+    canvas = multilevel_roi_align(feats, rois, 7, SCALES, sampling, aligned, mode=mode)
+    assert (canvas - ref).abs().amax(dim=(1, 2, 3)).gt(1e-3).sum() > 30  # rois that read the padding otherwise
+
+
+def test_extents_gradients_stay_on_the_covered_maps():
+    feats, _, _ = _fpn_inputs(batch=3, height=128, width=160, seed=24)
+    rois = random_rois(120, 3, 256.0, 320.0, seed=25)
+    leaves = [f.clone().requires_grad_() for f in feats]
+    grads = torch.autograd.grad(multilevel_roi_align(leaves, rois, 7, SCALES, 2, False, extents=EXTENTS).sum(), leaves)
+    for g, s in zip(grads, SCALES):
+        for b, (h, w) in enumerate(EXTENTS.tolist()):
+            rows, cols = int(np.ceil(h * s)), int(np.ceil(w * s))
+            assert g[b, :, rows:].abs().sum() == 0 and g[b, :, :, cols:].abs().sum() == 0
+    assert sum(g.abs().sum() for g in grads) > 0
+    levels = [torch.randn(3, 2, 32 // 2 ** i, 40 // 2 ** i, dtype=torch.float64, requires_grad=True) for i in range(4)]
+    rois64 = torch.tensor([[0, 1, 1, 90, 70], [1, 0, 0, 60, 45], [2, 5, 5, 130, 60], [0, 3, 2, 47, 150]],
+                          dtype=torch.float64)
+    with pytest.raises(ValueError, match="extents must be float32"):
+        multilevel_roi_align(levels, rois64, 2, SCALES, 2, False, extents=EXTENTS.double())
+
+
+def test_extents_of_the_wrong_shape_are_refused():
+    feats, rois, _ = _fpn_inputs(batch=3, k=20, seed=26)
+    with pytest.raises(ValueError, match=r"extents must be \[B, 2\] = \(height, width\) per image, B = 3, got shape \(2, 2\)"):
+        multilevel_roi_align(feats, rois, 7, SCALES, 2, False, extents=EXTENTS[:2])
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda f, r: roi_align(f[0], r, 7), "must be 4-D"),
     (lambda f, r: roi_align(f, r[:, :4], 7), "rois must be [K, 5]"),
@@ -309,6 +362,8 @@ def test_custom_ops_pass_opcheck_and_export():
     feats = [f.requires_grad_() for f in feats]
     args = (rois, feats, 7, 7, SCALES, 2, False, "avg", 224.0, 4, 1e-6)
     torch.library.opcheck(torch.ops.maskrcnn_deploy.multilevel_roi_align.default, args)
+    extents = torch.tensor([[200.0, 320.0], [96.0, 128.0]])
+    torch.library.opcheck(torch.ops.maskrcnn_deploy.multilevel_roi_align.default, args + (extents,))
     torch.library.opcheck(torch.ops.maskrcnn_deploy.roi_align.default, (feats[0], rois, 7, 7, 0.25, 0, True, "max"))
 
     class Pool(torch.nn.Module):
@@ -353,6 +408,11 @@ def test_cuda_matches_cpu_float32_and_float16(aligned, sampling):
     cpu = multilevel_roi_align(feats, rois, 7, SCALES, sampling, aligned)
     gpu = multilevel_roi_align([f.cuda() for f in feats], rois.cuda(), 7, SCALES, sampling, aligned)
     assert (gpu.cpu() - cpu).abs().max() <= 1e-5
+    extents = torch.tensor([[128.0, 320.0], [64.0, 96.0], [256.0, 160.0]])
+    cpu_covered = multilevel_roi_align(feats, rois, 7, SCALES, sampling, aligned, extents=extents)
+    gpu_covered = multilevel_roi_align([f.cuda() for f in feats], rois.cuda(), 7, SCALES, sampling, aligned,
+                                       extents=extents.cuda())
+    assert (gpu_covered.cpu() - cpu_covered).abs().max() <= 1e-5 and not torch.equal(cpu_covered, cpu)
     # float16 features take float32 rois (docs/ops.md): corners are not rounded to float16
     half = multilevel_roi_align([f.cuda().half() for f in feats], rois.cuda(), 7, SCALES, sampling, aligned)
     assert half.dtype == torch.float16 and (half.float().cpu() - cpu).abs().max() <= 0.1

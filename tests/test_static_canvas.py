@@ -1,10 +1,9 @@
 """Static graphs take photos of any aspect ratio and give the original eager model's detections (issue 17).
 
 Models are decided (no near-ties): seeded torchvision R50-FPN / R18-GN with confident masks, and
-rpn_min_size = 4 px (one P2 cell). A random RPN proposes sub-pixel slivers at the image border whose
-coordinates float noise moves by percents, and RoIAlign of a roi narrower than one feature cell reads past
-the eager feature map's edge (zeros there, the canvas's replicated edge in the graph): a trained model's
-proposals are not slivers, so the tests leave them out rather than assert on noise.
+rpn_min_size = 4 px (one P2 cell): a random RPN proposes sub-pixel slivers at the image border whose
+coordinates float noise moves by percents; a trained model's proposals are not slivers, so the tests leave
+them out rather than assert on noise.
 """
 
 from __future__ import annotations
@@ -86,6 +85,8 @@ def test_check_of_a_static_graph_passes_on_mixed_aspect_photos(flavour, r50, gra
     assert report.ref_detections == report.matched == report.test_detections >= 100 * len(MIXED_PHOTOS) // 2
     assert report.box_error_px.max() < 0.05 and report.mask_iou.min() >= 0.98
     assert run.reference.backend == "pytorch"  # the original eager model, not the deploy rewrite
+    print(f"\n[{flavour}] {report.num_images} photos: matched {report.matched}/{report.ref_detections}, max box "
+          f"error {report.box_error_px.max():.2g} px, min mask IoU {report.mask_iou.min():.4f}")
 
 
 def test_a_canvas_smaller_than_the_test_size_sets_the_test_size(graphs):
@@ -124,7 +125,9 @@ def test_deploy_graph_is_canvas_invariant_with_group_norm(photos, tmp_path):
     cfg = resnet18_fpn(4, min_size=96, max_size=160, box_score_thresh=0.05, rpn_min_size=4.0)
     path = tmp_path / "r18.pt"
     save_checkpoint(path, seeded_model(cfg, seed=2), cfg)
-    images = [load_image(p) for p in photos]
+    # not the 4.5:1 strip: resized to 35 px high, this random model gives it dozens of detections of one score
+    # (0.2533028, boxes clipped alike) across the 100-detection cutoff, which any two runs may order differently
+    images = [load_image(p) for p in photos if not p.name.startswith("wide_strip")]
     static = DeployTorchPredictor(path, input_size=(160, 224))
     eager = EagerPredictor(path, fit=static.fit)
     ref = eager.predict(images)
@@ -158,18 +161,23 @@ def test_torchvision_magnifies_the_rois_of_short_images():
     assert got.tolist() == [2.0, 2.0, 1.0, 1.0, 1.0, 4.0, 2.0, 1.0]
 
 
-def test_a_short_panorama_keeps_parity_on_a_dynamic_canvas_and_is_refused_by_a_larger_one(r50):
+@pytest.mark.parametrize("flavour", ["custom", "standard"])
+def test_a_short_panorama_keeps_parity_on_any_canvas(flavour, r50, graphs):
     """Found on the trained demo model: 3:1 panoramas resized to 42 px high (scale 2 in torchvision's
     RoIAlign) got other detections from every deploy graph (100 vs 18 per image, top score 0.17 vs 0.54).
-    The graph now magnifies the rois as torchvision does: exact where the image's padded extent is the
-    canvas; a larger canvas would read its padding where torchvision reads zeros, so it refuses the image."""
-    image = torch.from_numpy(scene(100, 450, seed=3)).permute(2, 0, 1).float() / 255  # resized to 42x192
-    eager, dynamic = EagerPredictor(r50), DeployTorchPredictor(r50, input_size=None)
-    ref, got = eager.predict([image])[0], dynamic.predict([image])[0]
-    assert ref["masks"].shape[1:] == (100, 450) and len(ref["scores"]) >= 5
-    assert len(got["scores"]) == len(ref["scores"])
-    np.testing.assert_allclose(got["scores"], ref["scores"], atol=1e-4)
-    np.testing.assert_allclose(got["boxes"], ref["boxes"], atol=1e-2)
+    The graph magnifies the rois as torchvision does, and RoIAlign takes each image's extent, so its magnified
+    samples past the image's 64-px eager maps read 0 there as in torchvision, whatever the canvas. Fails
+    before: the 128x192 and 96x160 graphs refused the image (ImageFitError), and without the extents they read
+    the canvas's repeated edge (box errors of pixels, other detections)."""
+    image = torch.from_numpy(scene(100, 450, seed=3)).permute(2, 0, 1).float() / 255  # resized to 42x192 / 35x160
     static = DeployTorchPredictor(r50, input_size=(128, 192))
-    with pytest.raises(ImageFitError, match=r"resized to 42x192 px is too short for this graph's 128x192 input"):
-        static.predict([image])
+    graph = load(graphs[flavour])
+    assert graph.fit.resized_size(100, 450)[0] in (42, 35)  # padded to 64: over sqrt(2) times, scale 2
+    for test in (static, graph):
+        ref = EagerPredictor(r50, fit=test.fit).predict([image])[0]
+        got = test.predict([image])[0]
+        assert ref["masks"].shape[1:] == (100, 450) and len(ref["scores"]) >= 5
+        report = parity.check_parity([ref], [got], parity.tolerances_from("fp32"))
+        assert report.passed, report.failures
+        assert report.ref_detections == report.matched == report.test_detections
+        assert report.box_error_px.max() < 0.05 and report.mask_iou.min() >= 0.98

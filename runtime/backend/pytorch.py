@@ -27,7 +27,6 @@ class EagerPredictor(Predictor):
     artifact does (`check` passes the artifact's); default: the checkpoint's own test size."""
 
     backend = "pytorch"
-    runs_deploy_graph = False
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", fit: Fit | None = None,
                  source: str | None = None, bn_eps: float | None = None):

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["box_iou", "MatchResult", "match_detections", "RawComparison", "compare_raw"]
+__all__ = ["box_iou", "MatchResult", "match_detections", "ties_at_the_cap", "RawComparison", "compare_raw"]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -101,6 +101,29 @@ def match_detections(ref: Mapping, test: Mapping, min_iou: float = 0.5) -> Match
         score_delta=np.abs(rs[ri] - ts[ti]),
         mask_iou=_mask_ious(ref, test, pairs),
     )
+
+
+def ties_at_the_cap(ref: Mapping, test: Mapping, match: MatchResult, max_detections: int | None,
+                    score_tolerance: float) -> int:
+    """How many of one image's unmatched detections are ties at the detection cap (0 when they are not).
+
+    When more candidates than the cap share the lowest kept score, which of them fill the last places is
+    an arbitrary order (sort and NMS ties differ between runtimes): both outputs are the model's. They are
+    recognised only when both sides hold exactly `max_detections`, leave as many unmatched, and every
+    unmatched detection, on either side, has the lowest score of its side, within `score_tolerance` of
+    the other side's lowest."""
+    unmatched = len(match.unmatched_ref)
+    _, rs, _ = _fields(ref)
+    _, ts, _ = _fields(test)
+    if not max_detections or unmatched == 0 or unmatched != len(match.unmatched_test):
+        return 0
+    if not len(rs) == len(ts) == max_detections:
+        return 0
+    low_r, low_t = rs.min(), ts.min()
+    tied = (np.abs(rs[match.unmatched_ref] - low_r).max() <= score_tolerance
+            and np.abs(ts[match.unmatched_test] - low_t).max() <= score_tolerance
+            and abs(low_r - low_t) <= score_tolerance)
+    return unmatched if tied else 0
 
 
 # ------------------------------------------------------------------------------------------- raw outputs

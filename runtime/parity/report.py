@@ -46,7 +46,7 @@ class ParityReport:
     ref_detections: int
     test_detections: int
     matched: int
-    match_fraction_ref: float | None   # matched / ref_detections (None when 0 / 0)
+    match_fraction_ref: float | None   # (matched + tied_at_cap) / ref_detections (None when 0 / 0)
     match_fraction_test: float | None
     box_iou: np.ndarray
     box_error_px: np.ndarray
@@ -57,6 +57,7 @@ class ParityReport:
     ap_ref: dict | None = None
     ap_test: dict | None = None
     ap_delta: dict | None = None                 # {iou type: {stat: test - ref}}
+    tied_at_cap: int = 0               # unmatched pairs that are ties at the detection cap (matching.py)
 
     def to_dict(self, worst_images: int = 20) -> dict:
         """JSON-ready: summaries, 20-bin histograms and the images with most unmatched detections; the layout
@@ -72,7 +73,7 @@ class ParityReport:
             "passed": bool(self.passed), "failures": list(self.failures), "tolerances": asdict(self.tolerances),
             "images": int(self.num_images),
             "detections": {"reference": int(self.ref_detections), "test": int(self.test_detections),
-                           "matched": int(self.matched)},
+                           "matched": int(self.matched), "tied_at_cap": int(self.tied_at_cap)},
             "match_fraction": {"reference": self.match_fraction_ref, "test": self.match_fraction_test},
             **{name: _summary(getattr(self, name)) for name in ("box_iou", "box_error_px", "score_delta", "mask_iou")},
             "histograms": hists, "raw": self.raw,
@@ -87,7 +88,8 @@ class ParityReport:
         """Human-readable lines, one metric each, ending with one line per failure."""
         t, fmt = self.tolerances, (lambda v: "n/a" if v is None else f"{v:.4f}")
         lines = [f"parity: {'PASS' if self.passed else 'FAIL'} (tolerances {t.name}, {self.num_images} images)",
-                 f"detections: reference {self.ref_detections}, test {self.test_detections}, matched {self.matched}",
+                 f"detections: reference {self.ref_detections}, test {self.test_detections}, matched {self.matched}"
+                 + (f", tied at the detection cap {self.tied_at_cap}" if self.tied_at_cap else ""),
                  f"match fraction: reference {fmt(self.match_fraction_ref)}, test {fmt(self.match_fraction_test)}"
                  f" (min {t.min_match_fraction:.4f})"]
         for name, unit in (("box_iou", ""), ("box_error_px", " px"), ("score_delta", ""), ("mask_iou", "")):
