@@ -23,13 +23,13 @@ fastest other row; writes OUT/summary.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
+from timing import round_robin_ms  # bench/timing.py
 
 from maskrcnn_deploy.calibration.budget import EvalSet
 from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8
@@ -62,17 +62,12 @@ def cpu_int8(graph: Path, calib: Path, out: Path, images: int, batch: int) -> Pa
 
 def round_robin(predictors: dict, image: np.ndarray, batch_size: int, repeat: int, warmup: int) -> dict[str, float]:
     """name -> median ms of `run_raw` on `batch_size` copies of one image; each round times every predictor once,
-    in turn. The batch is the first predictor's preprocessing (a graph's: resized and padded to its canvas)."""
+    in turn (timing.py `round_robin_ms`). The batch is the first predictor's preprocessing (a graph's: resized and
+    padded to its canvas)."""
     first = next(iter(predictors.values()))
     batch, sizes = first.prepare([image] * batch_size)
-    times: dict[str, list[float]] = {name: [] for name in predictors}
-    for r in range(warmup + repeat):
-        for name, predictor in predictors.items():
-            t0 = time.perf_counter()
-            predictor.run_raw(batch, sizes)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    calls = {name: functools.partial(predictor.run_raw, batch, sizes) for name, predictor in predictors.items()}
+    return round_robin_ms(calls, repeat, warmup)
 
 
 def ap_points(predictor, evalset: EvalSet) -> dict[str, float]:

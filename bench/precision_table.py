@@ -23,15 +23,16 @@ in ONNX Runtime (CPU), all sessions timed round-robin in the same loop, median o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
 import onnxruntime
 import torch
+from timing import round_robin_ms  # bench/timing.py
 
 from maskrcnn_deploy.calibration.budget import EvalSet
 from maskrcnn_deploy.calibration.calibrate import CalibrateOptions, calibrate_int8, save_checked
@@ -60,20 +61,13 @@ def ap_points(detections: list[dict], evalset: EvalSet, category_ids) -> dict[st
 
 def round_robin_latency(paths: dict[str, Path], image: Path, repeat: int, warmup: int, threads: int | None
                         ) -> dict[str, float]:
-    """name -> median ms of run_raw on one image; every round times each graph once, in turn."""
+    """name -> median ms of run_raw on one image; every round times each graph once, in turn (timing.py
+    `round_robin_ms`), with a progress line every 5 timed rounds."""
     predictors = {name: OnnxPredictor(path, threads) for name, path in paths.items()}
     first = next(iter(predictors.values()))
     batch, sizes = preprocess_images([load_image(image)], first.config, first.input_size)
-    times: dict[str, list[float]] = {name: [] for name in predictors}
-    for r in range(warmup + repeat):
-        for name, predictor in predictors.items():
-            t0 = time.perf_counter()
-            predictor.run_raw(batch, sizes)
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-        if r >= warmup and (r - warmup + 1) % 5 == 0:
-            print(f"latency: round {r - warmup + 1}/{repeat}", flush=True)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+    calls = {name: functools.partial(predictor.run_raw, batch, sizes) for name, predictor in predictors.items()}
+    return round_robin_ms(calls, repeat, warmup, progress_every=5)
 
 
 def make_graphs(args: argparse.Namespace, out: Path, graph, train_json: Path) -> tuple[list[dict], dict[str, Path]]:

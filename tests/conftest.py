@@ -1,9 +1,14 @@
-"""Fixtures shared by several test files.
+"""Fixtures shared by several test files: seeded ResNet-18-FPN checkpoints and their ONNX graphs.
 
-`small_r18`: one seeded ResNet-18-FPN checkpoint (4 classes, test size 128 / 160, confident masks) and its ONNX
-graphs, each exported once per session on first use. Export is the suite's biggest cost (20-40 s a graph on 2
-cores); test_export_onnx, test_torch_free, test_fp16 and test_onnxruntime_op all test this same model, so they
-share its files instead of exporting it again. Tests must not modify the files.
+Export is the suite's biggest cost (10-40 s a graph on 2 cores), so each model below is built once per session
+and each of its graphs exported once, on first use. Tests must not modify the files (copy them to tmp_path first).
+
+- `small_r18`: 4 classes, test size 128 / 160, default heads (test_export_onnx, test_torch_free, test_fp16,
+  test_onnxruntime_op, test_bench_cli).
+- `small_heads_r18`: seeded_models.SMALL_HEADS (BatchNorm folded at export, narrow heads, 20 detections) at
+  128 / 160 (test_calibration, test_robustness, test_ray, test_triton_package, test_diverge).
+- `cpu_r18`: seeded_models.CPU_HEADS (the small heads at 128 / 192, fewer RoIs), its standard-ops graph and
+  synthetic scenes (test_openvino, test_cpu_int8).
 """
 
 from __future__ import annotations
@@ -15,22 +20,23 @@ import pytest
 NUM_CLASSES = 4
 
 
-class SmallR18:
-    """The checkpoint and, lazily, its graphs (`graph(flavour, dynamic)`), under one session folder."""
+class SeededR18:
+    """A seeded R18-FPN checkpoint (`root`/r18.pt, confident masks) of `config` and, lazily, its graphs
+    (`graph(flavour, dynamic)`), under one session folder."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, config):
         from maskrcnn_deploy.model.checkpoint import save_checkpoint
-        from maskrcnn_deploy.model.config import resnet18_fpn
 
         from seeded_models import seeded_model
 
         self.root = root
-        self.config = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
-        self.checkpoint = save_checkpoint(root / "r18.pt", seeded_model(self.config), self.config)
+        self.config = config
+        self.checkpoint = save_checkpoint(root / "r18.pt", seeded_model(config), config)
         self._graphs: dict[tuple[str, bool], Path] = {}
 
     def graph(self, flavour: str = "custom", dynamic: bool = False) -> Path:
-        """The static (default canvas 128x160) or dynamic graph with the custom or standard-ops RoIAlign."""
+        """The static (the config's default canvas) or dynamic graph with the custom or standard-ops RoIAlign,
+        `root`/r18_{flavour}_{static|dynamic}.onnx."""
         from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 
         key = (flavour, dynamic)
@@ -42,5 +48,32 @@ class SmallR18:
 
 
 @pytest.fixture(scope="session")
-def small_r18(tmp_path_factory) -> SmallR18:
-    return SmallR18(tmp_path_factory.mktemp("small_r18"))
+def small_r18(tmp_path_factory) -> SeededR18:
+    from maskrcnn_deploy.model.config import resnet18_fpn
+
+    config = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=160, box_score_thresh=0.05)
+    return SeededR18(tmp_path_factory.mktemp("small_r18"), config)
+
+
+@pytest.fixture(scope="session")
+def small_heads_r18(tmp_path_factory) -> SeededR18:
+    from maskrcnn_deploy.model.config import resnet18_fpn
+
+    from seeded_models import SMALL_HEADS
+
+    return SeededR18(tmp_path_factory.mktemp("small_heads_r18"), resnet18_fpn(NUM_CLASSES, **SMALL_HEADS))
+
+
+@pytest.fixture(scope="session")
+def cpu_r18(tmp_path_factory) -> dict:
+    """The CPU_HEADS model, its standard-ops static graph (r18_standard_static.onnx, 128x192 canvas) and synthetic
+    scenes (seed 3, 150x190: `train` json of 4, `val` json and `scenes` folder of 2)."""
+    from maskrcnn_deploy.model.config import resnet18_fpn
+    from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
+
+    from seeded_models import CPU_HEADS
+
+    model = SeededR18(tmp_path_factory.mktemp("cpu_r18"), resnet18_fpn(NUM_CLASSES, **CPU_HEADS))
+    paths = make_synthetic_dataset(model.root / "data", num_train=4, num_val=2, seed=3, image_size=(150, 190))
+    return {"model": model, "ckpt": model.checkpoint, "graph": model.graph("standard"), "train": paths["train"],
+            "val": paths["val"], "scenes": model.root / "data" / "val"}

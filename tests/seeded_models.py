@@ -19,6 +19,16 @@ from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load
 
+# resnet18_fpn overrides of the small test models (tests/conftest.py builds each once per session).
+# BatchNorm (folded into the convs at export, as in the trained synthetic model), narrow heads and 20
+# detections at 128 / 160: the deploy graph runs the mask head on every padded detection.
+SMALL_HEADS = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64,
+                   mask_head_channels=64, box_fc_dim=256, detections_per_img=20, rpn_post_nms_top_n_test=200)
+# The same heads at 128 / 192 with fewer RoIs (300 / 100 proposals, 30 detections): a faster graph for the CPU
+# runtimes (OpenVINO, CPU INT8).
+CPU_HEADS = dict(norm="bn", min_size=128, max_size=192, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
+                 box_fc_dim=256, rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100, detections_per_img=30)
+
 
 def two_images() -> list[torch.Tensor]:
     """Two seeded random float [3,H,W] images of different sizes (120x150, 100x90)."""

@@ -1,5 +1,6 @@
-"""`maskrcnn-deploy bench` and the predictor's stage timing: a seeded ResNet-18 checkpoint and its ONNX
-export on three tiny synthetic images; hand-made timings for the report numbers and the chart."""
+"""`maskrcnn-deploy bench` and the predictor's stage timing: a seeded ResNet-18 checkpoint and its ONNX export
+(tests/conftest.py `small_heads_r18`) on three tiny synthetic images; hand-made timings for the report numbers and
+the chart."""
 
 from __future__ import annotations
 
@@ -12,17 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.coco import load_image
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import bench
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.load import load
 from maskrcnn_deploy.runtime.predictor import STAGES
-
-from seeded_models import seeded_model
 
 NUM_IMAGES = 3
 
@@ -38,14 +34,10 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """A seeded r18 checkpoint (10 detections, 100 proposals: cheap to run) and its static ONNX export."""
-    root = tmp_path_factory.mktemp("models")
-    cfg = resnet18_fpn(4, min_size=128, max_size=160, box_score_thresh=0.05, rpn_pre_nms_top_n_test=200,
-                       rpn_post_nms_top_n_test=100, detections_per_img=10)
-    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
-    export_checkpoint(root / "r18.pt", root / "r18.onnx", ExportOptions(roi_align="custom"))
-    return root / "r18.pt", root / "r18.onnx"
+def artifacts(small_heads_r18):
+    """A seeded r18 checkpoint (narrow heads, 20 detections, 200 proposals: cheap to run) and its static ONNX export
+    (tests/conftest.py `small_heads_r18`, shared: r18.pt, r18_custom_static.onnx)."""
+    return small_heads_r18.checkpoint, small_heads_r18.graph("custom")
 
 
 def test_predict_timings_cover_the_call_and_change_no_result(artifacts, data):
@@ -75,8 +67,8 @@ def test_bench_cli_writes_report_and_plot(artifacts, data, tmp_path, capsys):
                  "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith(("r18.pt", "r18.onnx"))]
-    assert [r[:2] for r in rows] == [["r18.pt", "pytorch"], ["r18.onnx", "onnxruntime"]]
+    rows = [line.split() for line in out.splitlines() if line.startswith((ckpt.name, onnx_path.name))]
+    assert [r[:2] for r in rows] == [["r18.pt", "pytorch"], ["r18_custom_static.onnx", "onnxruntime"]]
     assert rows[0][-1] == "1.00x"
 
     report = json.loads((tmp_path / "bench.json").read_text())

@@ -24,16 +24,13 @@ from maskrcnn_deploy.calibration.qdq import activation_scales, quantize_qdq
 from maskrcnn_deploy.calibration.ranges import collect_ranges, entropy_threshold
 from maskrcnn_deploy.calibration.regions import FLOAT_LOGIT_LAYERS, PrecisionError, Region, find_region
 from maskrcnn_deploy.calibration.trt_cache import calibration_cache_text, read_calibration_cache, trt_version_number
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.coco import ImageLoadError
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import load
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.evaluate import graph_ap
 
-from seeded_models import pseudo_ground_truth, seeded_model
+from seeded_models import pseudo_ground_truth
 
 NUM_CLASSES = 4
 
@@ -193,22 +190,17 @@ def test_budget_search_returns_the_most_sensitive_groups_until_the_budget_holds(
 
 # ---------------------------------------------------------------- the whole flow on a small model
 
-# BatchNorm (folded into the convs at export, as in the trained synthetic model), small heads and 20
-# detections: the deploy graph runs the mask head on every padded detection
-SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
-             box_fc_dim=256, detections_per_img=20, rpn_post_nms_top_n_test=200)
 
-
+# The model: tests/conftest.py `small_heads_r18` (seeded_models.SMALL_HEADS): BatchNorm (folded into the convs at
+# export, as in the trained synthetic model), small heads and 20 detections: the deploy graph runs the mask head on
+# every padded detection
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory):
+def flow(small_heads_r18, tmp_path_factory):
     """A seeded ResNet-18-FPN exported, then calibrated twice through the CLI: every layer group INT8
     (method max, no budget), and with the AP budget (percentile) against its own float predictions."""
     root = tmp_path_factory.mktemp("calib")
     paths = make_synthetic_dataset(root / "data", num_train=6, num_val=6, seed=5, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, **SMALL)
-    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
-    fp32 = root / "r18.onnx"
-    export_checkpoint(root / "r18.pt", fp32, ExportOptions())
+    fp32 = small_heads_r18.graph("custom")  # tests/conftest.py: seeded_models.SMALL_HEADS, shared (read only)
     val_images = sorted((root / "data" / "val").glob("*.png"))
     gt = pseudo_ground_truth(fp32, val_images, root / "data" / "val_pseudo.json", NUM_CLASSES)
     int8 = root / "r18.int8.onnx"

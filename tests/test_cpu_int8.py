@@ -7,6 +7,8 @@ Runtime and OpenVINO close to the float32 graph (`check`; the int8 preset's verd
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -22,31 +24,20 @@ NUM_CLASSES = 4
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A seeded R18-FPN with confident masks (tests/test_openvino.py's recipe), both exports, synthetic scenes and
-    pseudo ground truth on the val scenes, and the CPU INT8 graph written by the CLI."""
-    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-    from maskrcnn_deploy.model.checkpoint import save_checkpoint
-    from maskrcnn_deploy.model.config import resnet18_fpn
-    from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
-
-    from seeded_models import pseudo_ground_truth, seeded_model
+def made(cpu_r18, tmp_path_factory):
+    """The shared seeded R18-FPN with small heads and its standard-ops graph (tests/conftest.py `cpu_r18`, also
+    tests/test_openvino.py's model), synthetic scenes and pseudo ground truth on the val scenes, and the CPU INT8
+    graph written by the CLI."""
+    from seeded_models import pseudo_ground_truth
 
     root = tmp_path_factory.mktemp("cpu_int8")
-    paths = make_synthetic_dataset(root / "data", num_train=4, num_val=2, seed=3, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=192, box_score_thresh=0.05, rpn_pre_nms_top_n_test=300,
-                       rpn_post_nms_top_n_test=100, detections_per_img=30, norm="bn", fpn_channels=64,
-                       mask_head_channels=64, box_fc_dim=256)  # small heads (tests/test_calibration.py SMALL)
-    ckpt = root / "r18.pt"
-    save_checkpoint(ckpt, seeded_model(cfg), cfg)
-    graph = root / "r18.standard.onnx"
-    export_checkpoint(ckpt, graph, ExportOptions(roi_align="standard"))
-    gt = pseudo_ground_truth(graph, sorted((root / "data" / "val").glob("*.png")), root / "data" / "val_pseudo.json",
-                             NUM_CLASSES)
+    scenes = Path(shutil.copytree(cpu_r18["scenes"], root / "val"))  # the pseudo ground truth lies beside it
+    graph = cpu_r18["graph"]
+    gt = pseudo_ground_truth(graph, sorted(scenes.glob("*.png")), root / "val_pseudo.json", NUM_CLASSES)
     int8 = root / "r18.cpu-int8.onnx"
-    code = main(["calibrate", str(graph), "--data", str(paths["train"]), "--target", "cpu", "-o", str(int8)])
-    return {"root": root, "ckpt": ckpt, "graph": graph, "int8": int8, "train": paths["train"], "gt": gt,
-            "scenes": root / "data" / "val", "code": code}
+    code = main(["calibrate", str(graph), "--data", str(cpu_r18["train"]), "--target", "cpu", "-o", str(int8)])
+    return {"root": root, "ckpt": cpu_r18["ckpt"], "graph": graph, "int8": int8, "train": cpu_r18["train"], "gt": gt,
+            "scenes": scenes, "code": code}
 
 
 def test_the_cpu_int8_graph_has_qdq_around_every_conv_and_keeps_the_metadata(made):

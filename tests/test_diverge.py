@@ -1,7 +1,8 @@
 """Layer-by-layer divergence (`maskrcnn-deploy diverge`, runtime/diverge/): an injected fault is found where it
 was injected, a graph against itself has no error, Cast and Q/DQ wrappers are seen through, the JSON validates.
 
-The model is a small seeded ResNet-18-FPN (narrow heads, 128x160 canvas) exported with the custom RoIAlign node.
+The model is a small seeded ResNet-18-FPN (narrow heads, 128x160 canvas) exported with the custom RoIAlign node
+(tests/conftest.py `small_heads_r18`, shared with other test files).
 """
 
 from __future__ import annotations
@@ -14,29 +15,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.diverge import DIVERGENCE_SCHEMA_FILE, match_tensors, run_divergence
-
-from seeded_models import seeded_model
 
 jsonschema = pytest.importorskip("jsonschema")
 
 
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    """The FP32 graph, and a copy with the weights of one mid-network convolution perturbed."""
+def graphs(small_heads_r18, tmp_path_factory):
+    """The FP32 graph (tests/conftest.py `small_heads_r18`, shared), and a copy with the weights of one mid-network
+    convolution perturbed."""
     root = tmp_path_factory.mktemp("diverge")
     val = make_synthetic_dataset(root / "data", num_train=1, num_val=2, seed=3, image_size=(150, 190))["val"]
-    cfg = resnet18_fpn(4, min_size=128, max_size=160, box_score_thresh=0.05, detections_per_img=20,
-                       rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=200, fpn_channels=64,
-                       mask_head_channels=64, box_fc_dim=256)
-    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
-    export_checkpoint(root / "r18.pt", root / "r18.onnx", ExportOptions(roi_align="custom"))
-    model = onnx.load(str(root / "r18.onnx"))
+    fp32 = small_heads_r18.graph("custom")
+    model = onnx.load(str(fp32))
     weights = {i.name: i for i in model.graph.initializer}
     convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in weights]
     conv = convs[len(convs) // 3]  # inside the backbone: every later tensor depends on it
@@ -44,7 +37,7 @@ def graphs(tmp_path_factory):
     noise = np.random.default_rng(0).standard_normal(w.shape).astype(np.float32)
     weights[conv.input[1]].CopyFrom(numpy_helper.from_array(w + 0.5 * w.std() * noise, conv.input[1]))
     onnx.save(model, str(root / "perturbed.onnx"))
-    return SimpleNamespace(root=root, val=val, fp32=root / "r18.onnx", perturbed=root / "perturbed.onnx", conv=conv)
+    return SimpleNamespace(root=root, val=val, fp32=fp32, perturbed=root / "perturbed.onnx", conv=conv)
 
 
 def test_a_perturbed_convolution_is_the_first_divergent_tensor(graphs):

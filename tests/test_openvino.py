@@ -6,7 +6,9 @@ The end-to-end tests check OpenVINO against ONNX Runtime and against the PyTorch
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -125,28 +127,18 @@ def test_missing_openvino_exits_3(monkeypatch, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ a seeded model, end to end
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A seeded R18-FPN checkpoint with confident masks, its standard-ops graph, two synthetic scenes (a folder, and
-    a COCO json of the checkpoint's own top detections: AP well above 0) and the mixed-aspect photos."""
-    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-    from maskrcnn_deploy.model.checkpoint import save_checkpoint
-    from maskrcnn_deploy.model.config import resnet18_fpn
-    from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
-
+def made(cpu_r18, tmp_path_factory):
+    """The shared seeded R18-FPN checkpoint with confident masks and its standard-ops graph (tests/conftest.py
+    `cpu_r18`, also tests/test_cpu_int8.py's model), two synthetic scenes (a folder, and a COCO json of the
+    checkpoint's own top detections: AP well above 0) and the mixed-aspect photos."""
     from photos import write_mixed_photos
-    from seeded_models import pseudo_ground_truth, seeded_model
+    from seeded_models import pseudo_ground_truth
 
     root = tmp_path_factory.mktemp("openvino")
-    make_synthetic_dataset(root / "data", num_train=1, num_val=2, seed=3, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, min_size=128, max_size=192, box_score_thresh=0.05, rpn_pre_nms_top_n_test=300,
-                       rpn_post_nms_top_n_test=100, detections_per_img=30)  # fewer RoIs: a faster graph
-    ckpt = root / "r18.pt"
-    save_checkpoint(ckpt, seeded_model(cfg), cfg)
-    graph = root / "r18_standard.onnx"
-    export_checkpoint(ckpt, graph, ExportOptions(roi_align="standard"))
-    gt = pseudo_ground_truth(ckpt, sorted((root / "data" / "val").glob("*.png")), root / "data" / "val_pseudo.json",
+    scenes = Path(shutil.copytree(cpu_r18["scenes"], root / "val"))  # the pseudo ground truth lies beside it
+    gt = pseudo_ground_truth(cpu_r18["ckpt"], sorted(scenes.glob("*.png")), root / "val_pseudo.json",
                              NUM_CLASSES)
-    return {"ckpt": ckpt, "graph": graph, "scenes": root / "data" / "val", "gt": gt,
+    return {"ckpt": cpu_r18["ckpt"], "graph": cpu_r18["graph"], "scenes": scenes, "gt": gt,
             "photos": write_mixed_photos(root / "photos")[0].parent}
 
 

@@ -3,7 +3,7 @@ the single-process report, also when a worker dies mid-run; bench counts every i
 worker's latency samples; without ray, `--ray` exits 3 naming the extra.
 
 One local Ray (2 CPUs, no dashboard) serves the module; `--ray` joins it. Model: a seeded ResNet-18-FPN with small
-heads at 128-160 px (tests/test_robustness.py) and its ONNX export, on 4 synthetic images. A Ray worker asks
+heads at 128-160 px and its ONNX export (tests/conftest.py `small_heads_r18`), on 4 synthetic images. A Ray worker asks
 for one CPU, so Ray runs PyTorch in it on one thread (OMP_NUM_THREADS=1); the single-process runs here use
 one thread too (a different thread count changes float sums in the last bits, and so the report's decimals).
 """
@@ -18,9 +18,6 @@ import sys
 import pytest
 import torch
 
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.images import list_images
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import parity
@@ -29,24 +26,20 @@ from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_BACKEND_UNAVAILABLE, EXI
 from maskrcnn_deploy.runtime.distributed import check_image, check_on_ray
 from maskrcnn_deploy.runtime.predictor import STAGES
 
-from seeded_models import pseudo_ground_truth, seeded_model
+from seeded_models import pseudo_ground_truth
 
 NUM_CLASSES = 4
-SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
-             box_fc_dim=256, detections_per_img=20, rpn_post_nms_top_n_test=200)
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """Checkpoint, its ONNX graph, 4 val images with pseudo ground truth, and the single-process check report."""
+def made(small_heads_r18, tmp_path_factory):
+    """Checkpoint, its ONNX graph (tests/conftest.py `small_heads_r18`, shared), 4 val images with pseudo ground
+    truth, and the single-process check report."""
     root = tmp_path_factory.mktemp("ray")
     make_synthetic_dataset(root / "data", num_train=1, num_val=4, seed=5, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, **SMALL)
-    checkpoint = save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
+    checkpoint, graph = small_heads_r18.checkpoint, small_heads_r18.graph("custom")
     gt = pseudo_ground_truth(checkpoint, list_images(root / "data" / "val"), root / "data" / "val_pseudo.json",
                              NUM_CLASSES)
-    graph = root / "r18.onnx"
-    export_checkpoint(checkpoint, graph, ExportOptions())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a one-CPU Ray worker
     try:

@@ -27,10 +27,7 @@ from maskrcnn_deploy.calibration.ranges import collect_ranges, region_tensors
 from maskrcnn_deploy.calibration.regions import Region, find_region
 from maskrcnn_deploy.common.files import Journal, atomic_write_all, write_json
 from maskrcnn_deploy.common.interrupts import deferred_interrupt
-from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
 from maskrcnn_deploy.export.preprocess import ImageFitError, preprocess_images
-from maskrcnn_deploy.model.checkpoint import save_checkpoint
-from maskrcnn_deploy.model.config import resnet18_fpn
 from maskrcnn_deploy.model.data.coco import ImageLoadError, list_images, load_image
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 from maskrcnn_deploy.runtime import evaluate as evaluate_module
@@ -39,22 +36,20 @@ from maskrcnn_deploy.runtime.cli import EXIT_BAD_INPUT, main
 from maskrcnn_deploy.runtime.load import load
 from maskrcnn_deploy.runtime.visualize import save_png
 
-from seeded_models import pseudo_ground_truth, seeded_model
+from seeded_models import SMALL_HEADS, pseudo_ground_truth
 
 NUM_CLASSES = 4
-SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
-             box_fc_dim=256, detections_per_img=20, rpn_post_nms_top_n_test=200)
+SMALL = SMALL_HEADS  # the model's resnet18_fpn overrides (tests/conftest.py `small_heads_r18`)
 EXIT_INTERRUPTED = 130
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(small_heads_r18, tmp_path_factory):
     """Seeded checkpoint, its ONNX export, synthetic data and pseudo ground truth (the model's own top
     detections, so that AP is well above 0 and changes when results change)."""
     root = tmp_path_factory.mktemp("robust")
     paths = make_synthetic_dataset(root / "data", num_train=4, num_val=4, seed=5, image_size=(150, 190))
-    cfg = resnet18_fpn(NUM_CLASSES, **SMALL)
-    checkpoint = save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
+    checkpoint = small_heads_r18.checkpoint  # tests/conftest.py: shared (read only)
     val_images = list_images(root / "data" / "val")
     gt = pseudo_ground_truth(checkpoint, val_images, root / "data" / "val_pseudo.json", NUM_CLASSES)
     return {"root": root, "checkpoint": checkpoint, "train": paths["train"], "gt": gt,
@@ -62,10 +57,8 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tiny):
-    path = tiny["root"] / "r18.onnx"
-    export_checkpoint(tiny["checkpoint"], path, ExportOptions())
-    return path
+def onnx_model(small_heads_r18):
+    return small_heads_r18.graph("custom")  # tests/conftest.py: the checkpoint's export, shared (read only)
 
 
 def _interrupt_after(k: int, function):

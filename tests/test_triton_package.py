@@ -8,7 +8,7 @@
 - a custom-op graph is refused (exit 2), and an engine's batching comes from its optimisation profile (a stand-in
   engine file and metadata: engines cannot be built without a GPU).
 
-Model: a seeded ResNet-18-FPN with small heads at 128-160 px (as tests/test_robustness.py), one standard-ops
+Model: a seeded ResNet-18-FPN with small heads at 128-160 px (tests/conftest.py `small_heads_r18`), one standard-ops
 export with a dynamic batch; the fixed-batch graph is the same graph with its input shapes fixed.
 """
 
@@ -37,27 +37,17 @@ from maskrcnn_deploy.runtime.cli.exit_codes import EXIT_BAD_INPUT, EXIT_OK
 from maskrcnn_deploy.runtime.triton.stages import decode_rles
 
 IMAGES = sorted((Path(__file__).parent / "data" / "detectron2" / "images").glob("scene_[01].png"))  # 640x480, 640x427
-SMALL = dict(norm="bn", min_size=128, max_size=160, box_score_thresh=0.05, fpn_channels=64, mask_head_channels=64,
-             box_fc_dim=256, detections_per_img=20, rpn_post_nms_top_n_test=200)
 NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT64": np.int64, "TYPE_STRING": np.object_}
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def graphs(tmp_path_factory):
-    """{"dynamic": standard-ops graph with a dynamic batch, "static": the same with its inputs fixed at 1x3x128x160
-    (and the fit of that canvas recorded, as a static export records it)}."""
-    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
-    from maskrcnn_deploy.model.checkpoint import save_checkpoint
-    from maskrcnn_deploy.model.config import resnet18_fpn
-
-    from seeded_models import seeded_model
-
+def graphs(small_heads_r18, tmp_path_factory):
+    """{"dynamic": standard-ops graph with a dynamic batch (tests/conftest.py `small_heads_r18`, shared), "static":
+    the same with its inputs fixed at 1x3x128x160 (and the fit of that canvas recorded, as a static export records
+    it)}."""
     root = tmp_path_factory.mktemp("triton")
-    cfg = resnet18_fpn(4, **SMALL)
-    save_checkpoint(root / "r18.pt", seeded_model(cfg), cfg)
-    dynamic = root / "dynamic.onnx"
-    export_checkpoint(root / "r18.pt", dynamic, ExportOptions(roi_align="standard", dynamic=True))
+    dynamic = small_heads_r18.graph("standard", dynamic=True)
     model = onnx.load(str(dynamic))
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
