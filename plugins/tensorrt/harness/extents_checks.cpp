@@ -56,12 +56,7 @@ void checkShapes(Checks& checks, IPluginV3OneBuild& build, RecordingLogger& logg
   TestExprBuilder eb;
   IDimensionExpr const* R = eb.symbol("R");
   IDimensionExpr const* B = eb.symbol("B");
-  auto dims = [&](std::vector<IDimensionExpr const*> d) {
-    DimsExprs e{};
-    e.nbDims = static_cast<int32_t>(d.size());
-    for (size_t i = 0; i < d.size(); ++i) e.d[i] = d[i];
-    return e;
-  };
+  auto dims = [](std::vector<IDimensionExpr const*> d) { return dimsOf(d); };
   // rois [R,5], p2..p5 [batch,256,s,s], then `extents`
   auto shapes = [&](IDimensionExpr const* batch, DimsExprs extents, DimsExprs* o) {
     std::vector<DimsExprs> in = {dims({R, eb.constant(5)})};

@@ -224,12 +224,7 @@ void checkTypesAndShapes(Checks& checks, IPluginCreatorV3One& creator) {
   TestExprBuilder eb;
   IDimensionExpr const* R = eb.symbol("R");
   IDimensionExpr const* B = eb.symbol("B");
-  auto dims = [&](std::vector<IDimensionExpr const*> d) {
-    DimsExprs e{};
-    e.nbDims = static_cast<int32_t>(d.size());
-    for (size_t i = 0; i < d.size(); ++i) e.d[i] = d[i];
-    return e;
-  };
+  auto dims = [](std::vector<IDimensionExpr const*> d) { return dimsOf(d); };
   std::vector<DimsExprs> in = {dims({R, eb.constant(5)})};
   for (int64_t size : {200, 100, 50, 25})
     in.push_back(dims({B, eb.constant(256), eb.constant(size), eb.constant(size * 3 / 2)}));

@@ -14,6 +14,7 @@
 #include <limits>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace harness {
 
@@ -102,6 +103,14 @@ inline nvinfer1::IDimensionExpr const* TestExprBuilder::State::operation(nvinfer
     }
   }
   return builder.make(true, r, std::to_string(r));
+}
+
+// DimsExprs of the given expressions (at most nvinfer1::Dims::MAX_DIMS).
+inline nvinfer1::DimsExprs dimsOf(std::vector<nvinfer1::IDimensionExpr const*> const& d) {
+  nvinfer1::DimsExprs e{};
+  e.nbDims = static_cast<int32_t>(d.size());
+  for (size_t i = 0; i < d.size(); ++i) e.d[i] = d[i];
+  return e;
 }
 
 }  // namespace harness
