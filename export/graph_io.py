@@ -4,7 +4,7 @@ The exporter stores what every runtime needs to feed the graph and read its outp
 `metadata_props` entry, METADATA_KEY, as JSON:
 
     {"config": MaskRCNNConfig.to_dict(), "fit": Fit.to_dict(), "class_names": [...], "category_ids": [...],
-     "export": {...options...}, "bn_eps"...}
+     "export": {...options...}, "bn_eps"..., "graph_format": GRAPH_FORMAT}
 
 ONNX Runtime sessions, calibration and the TensorRT engine builder all read graphs through
 `read_onnx` and `read_graph_info`; a TensorRT engine carries the same entry in its metadata file.
@@ -22,10 +22,14 @@ from maskrcnn_deploy.common.errors import BadInputError
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.fit import Fit
 
-__all__ = ["METADATA_KEY", "GraphFileError", "read_onnx", "metadata_of", "read_graph_info", "write_graph_info",
-           "graph_fit", "static_input_size"]
+__all__ = ["METADATA_KEY", "GRAPH_FORMAT", "GraphFileError", "read_onnx", "metadata_of", "read_graph_info",
+           "write_graph_info", "check_graph_format", "graph_fit", "static_input_size"]
 
 METADATA_KEY = "maskrcnn_deploy"  # metadata_props entry: config, fit, class names, export options
+# What the graph computes, for runtimes to refuse what they would answer differently. 2: RoIAlign takes each image's
+# extent (docs/ops.md `extents`); graphs without the entry are format 1 (they pool the canvas's repeated edge where
+# the eager model reads zeros: torchvision's magnified short images, slivers at an image's edge).
+GRAPH_FORMAT = 2
 
 
 class GraphFileError(BadInputError, ValueError):
@@ -62,6 +66,16 @@ def read_graph_info(metadata: onnx.ModelProto | Mapping[str, str], name: str | P
 def write_graph_info(model: onnx.ModelProto, info: dict) -> None:
     """Store `info` as the graph's METADATA_KEY entry (other metadata entries are kept)."""
     onnx.helper.set_model_props(model, {**metadata_of(model), METADATA_KEY: json.dumps(info)})
+
+
+def check_graph_format(info: dict, name: str | Path) -> None:
+    """GraphFileError (one line, with the fix) for a graph exported before GRAPH_FORMAT."""
+    found = info.get("graph_format", 1)
+    if found < GRAPH_FORMAT:
+        raise GraphFileError(f"{name} was exported by an earlier maskrcnn-deploy (graph format {found}, this one runs "
+                             f"{GRAPH_FORMAT}: RoIAlign now takes each image's extent, without which short images and "
+                             "slivers at an image's edge differ from the checkpoint): re-export it with "
+                             "`maskrcnn-deploy export`")
 
 
 def graph_fit(info: dict, config: MaskRCNNConfig, canvas: tuple[int, int] | None) -> Fit:

@@ -24,7 +24,7 @@ from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 
 from . import onnx_ops
 from .deploy_model import OUTPUT_NAMES, DeployMaskRCNN
-from .graph_io import write_graph_info
+from .graph_io import GRAPH_FORMAT, write_graph_info
 from .nms import nms_keep_onnx
 
 __all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", "export_checkpoint", "verify_onnx",
@@ -148,7 +148,7 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
     proto.doc_string = (f"maskrcnn-deploy: Mask R-CNN {model.config.backbone_depth}-layer backbone, "
                         f"{model.config.num_classes} classes, RoIAlign {options.roi_align}")
     meta = {"config": config.to_dict(), "fit": fit.to_dict(), "roi_align": options.roi_align,
-            "dynamic": options.dynamic, **(labels or {})}
+            "dynamic": options.dynamic, "graph_format": GRAPH_FORMAT, **(labels or {})}
     write_graph_info(proto, meta)
     def save_verified(tmp: Path) -> None:  # checked before it takes the final name: a bad graph is never left
         onnx.save_model(proto, str(tmp))

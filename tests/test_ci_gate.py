@@ -81,6 +81,8 @@ FROZEN_KEYS = {
         "worst_images[]": ["image", "matched", "reference", "test"],
     },
 }
+# version 2 adds detections.tied_at_cap (runtime/parity/matching.py ties_at_the_cap)
+FROZEN_KEYS[2] = {**FROZEN_KEYS[1], "detections": ["matched", "reference", "test", "tied_at_cap"]}
 
 
 def _cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -184,7 +186,7 @@ def _fake_engine(folder: Path, config, plugin: Path | None = None) -> Path:
         plugin_library=str(plugin) if plugin else None, plugin_sha256="0" * 64 if plugin else None,
         onnx_path="model.onnx", onnx_sha256="0" * 64, engine_sha256=sha256_file(engine),
         engine_bytes=engine.stat().st_size, package_version="0.1.0", build_time_utc="2026-01-01T00:00:00Z",
-        build_seconds=1.0, onnx_metadata={METADATA_KEY: json.dumps({"config": config.to_dict()})}))
+        build_seconds=1.0, onnx_metadata={METADATA_KEY: json.dumps({"config": config.to_dict(), "graph_format": 2})}))
     return engine
 
 
@@ -254,7 +256,7 @@ def test_real_reports_validate(checks, schema):
     validator = _validator(schema)
     for run in checks.values():
         validator.validate(run.report)
-        assert run.report["schema"] == parity.REPORT_SCHEMA == {"name": "maskrcnn-deploy.parity-report", "version": 1}
+        assert run.report["schema"] == parity.REPORT_SCHEMA == {"name": "maskrcnn-deploy.parity-report", "version": 2}
         assert run.report["package_version"] == installed_version("maskrcnn-deploy")
         assert run.report["ap"] is not None and run.report["raw"] is not None  # the full layout was exercised
     assert checks["fail"].report["worst_images"]  # so were the items of worst_images
@@ -294,9 +296,10 @@ def test_schema_rejects_a_changed_report(checks, schema):
         assert invalid(lambda r, key=key: r.pop(key)), f"removing {key!r} still validates"
     assert invalid(lambda r: r.update(unannounced=1))
     assert invalid(lambda r: r["detections"].pop("matched"))
+    assert invalid(lambda r: r["detections"].pop("tied_at_cap"))
     assert invalid(lambda r: r["tolerances"].update(max_new_error=1.0))
     assert invalid(lambda r: r["ap"]["reference"]["segm"].pop("AP"))
-    assert invalid(lambda r: r["schema"].update(version=2))
+    assert invalid(lambda r: r["schema"].update(version=1))
     assert invalid(lambda r: r.update(images="2"))
     assert invalid(lambda r: r["failures"].append("passed, yet a failure"))    # passed is true
     assert invalid(lambda r: r.update(passed=False))                           # failed, yet no failure

@@ -21,7 +21,7 @@ def test_build_lists_every_folder_it_ships(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Package would be ignored" not in proc.stdout + proc.stderr
     shipped = {p.relative_to(tmp_path / "maskrcnn_deploy").as_posix() for p in tmp_path.rglob("*") if p.is_file()}
-    for name in ("runtime/schemas/parity_report.v1.schema.json", "plugins/roi_align/roi_align_math.h",
+    for name in ("runtime/schemas/parity_report.v2.schema.json", "plugins/roi_align/roi_align_math.h",
                  "plugins/tensorrt/CMakeLists.txt", "plugins/tensorrt/plugin_library.cpp",
                  "plugins/tensorrt/harness/plugin_harness.cpp", "runtime/cli/__init__.py",
                  "runtime/cli/__main__.py", "runtime/cli/bench.py"):

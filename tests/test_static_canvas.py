@@ -181,3 +181,26 @@ def test_a_short_panorama_keeps_parity_on_any_canvas(flavour, r50, graphs):
         assert report.passed, report.failures
         assert report.ref_detections == report.matched == report.test_detections
         assert report.box_error_px.max() < 0.05 and report.mask_iou.min() >= 0.98
+
+
+def test_a_graph_exported_before_roialign_took_extents_is_refused(graphs, photos, tmp_path, capsys):
+    """Such a graph (no `graph_format` in its metadata) pools the canvas's repeated edge where the checkpoint reads
+    zeros, so every runtime refuses it with one line saying to re-export, exit 2, instead of answering differently."""
+    from maskrcnn_deploy.export.graph_io import GRAPH_FORMAT, metadata_of, write_graph_info
+    from maskrcnn_deploy.runtime.cli import main
+
+    model = onnx.load(str(graphs["standard"]))
+    info = json.loads(metadata_of(model)[METADATA_KEY])
+    assert info["graph_format"] == GRAPH_FORMAT == 2
+    del info["graph_format"]
+    write_graph_info(model, info)
+    old = tmp_path / "old.onnx"
+    onnx.save(model, str(old))
+    for backend in ("onnxruntime", "openvino"):
+        if backend == "openvino":
+            pytest.importorskip("openvino")
+        with pytest.raises(Exception, match=r"exported by an earlier maskrcnn-deploy \(graph format 1, this one runs 2"):
+            load(old, backend=backend)
+    assert main(["predict", str(old), str(photos[0]), "--out", str(tmp_path / "out")]) == 2
+    assert "re-export it with `maskrcnn-deploy export`" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -334,7 +334,7 @@ def _meta(engine: Path, plugin: Path | None = None, **changes) -> EngineMetadata
         plugin_library=str(plugin) if plugin else None, plugin_sha256=sha256_file(plugin) if plugin else None,
         onnx_path="model.onnx", onnx_sha256="0" * 64, engine_sha256=sha256_file(engine),
         engine_bytes=engine.stat().st_size, package_version="0.1.0", build_time_utc="2026-01-01T00:00:00Z",
-        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})})
+        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}, "graph_format": 2})})
     return dataclasses.replace(meta, **changes)
 
 
@@ -476,7 +476,7 @@ def _graph(path: Path, custom: bool = True, dynamic: bool = False, half: bool = 
         initializer=[helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
                                                     helper.make_opsetid("maskrcnn_deploy", 1)])
-    helper.set_model_props(model, {"maskrcnn_deploy": '{"config": {}}'})
+    helper.set_model_props(model, {"maskrcnn_deploy": '{"config": {}, "graph_format": 2}'})
     onnx.save(model, str(path))
     return path
 

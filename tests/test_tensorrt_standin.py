@@ -140,7 +140,7 @@ def graph(path: Path, custom: bool = False, half: bool = False) -> Path:
                                        helper.make_tensor_value_info("image_sizes", TensorProto.FLOAT, [1, 2])],
                           [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3, 32, 32])])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("maskrcnn_deploy", 1)])
-    helper.set_model_props(model, {"maskrcnn_deploy": '{"config": {}}'})
+    helper.set_model_props(model, {"maskrcnn_deploy": '{"config": {}, "graph_format": 2}'})
     onnx.save(model, str(path))
     return path
 
@@ -179,7 +179,7 @@ def test_backend_registers_tensorrt_plugins_before_deserializing(calls, tmp_path
         precision_source="graph", strongly_typed=True, input_profile={}, plugin_library=None, plugin_sha256=None,
         onnx_path="m.onnx", onnx_sha256="0" * 64, engine_sha256=sha256_file(engine), engine_bytes=12,
         package_version="0", build_time_utc="2026-01-01T00:00:00Z", build_seconds=1.0,
-        onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})}))
+        onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}, "graph_format": 2})}))
     with pytest.raises(TensorRTError, match="could not deserialize"):
         tensorrt_predictor.TensorRTPredictor(engine)
     assert calls.index("init_libnvinfer_plugins ''") < calls.index("deserialize_cuda_engine")
@@ -238,7 +238,7 @@ def test_backend_refuses_a_plugin_built_for_another_major(monkeypatch, tmp_path)
         precision_source="graph", strongly_typed=True, input_profile={}, plugin_library=str(plugin),
         plugin_sha256=sha256_file(plugin), onnx_path="m.onnx", onnx_sha256="0" * 64,
         engine_sha256=sha256_file(engine), engine_bytes=12, package_version="0", build_time_utc="2026-01-01T00:00:00Z",
-        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})}))
+        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}, "graph_format": 2})}))
     with pytest.raises(TensorRTError, match="was built for TensorRT 10, this is TensorRT 11.1.0.106"):
         tensorrt_predictor.TensorRTPredictor(engine)
     assert "load_library" not in recorded and "deserialize_cuda_engine" not in recorded
@@ -414,7 +414,7 @@ def standin_predictor(monkeypatch, tmp_path: Path, recorded: list[str]) -> tuple
                        "image_sizes": {"min": [1, 2], "opt": [1, 2], "max": [2, 2]}},
         plugin_library=None, plugin_sha256=None, onnx_path="m.onnx", onnx_sha256="0" * 64,
         engine_sha256=sha256_file(engine), engine_bytes=12, package_version="0", build_time_utc="2026-01-01T00:00:00Z",
-        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}})}))
+        build_seconds=1.0, onnx_metadata={"maskrcnn_deploy": json.dumps({"config": {}, "graph_format": 2})}))
     return tensorrt_predictor.TensorRTPredictor(engine), cuda
 
 

@@ -21,8 +21,8 @@ __all__ = ["REPORT_SCHEMA", "REPORT_SCHEMA_FILE", "ParityReport", "write_report_
 # The JSON report's name and version, written into every report. CI jobs read reports by these fields, so
 # adding, removing, renaming or retyping a field means version + 1 and a new schema file (tests/test_ci_gate.py
 # holds the frozen key list of each version).
-REPORT_SCHEMA = {"name": "maskrcnn-deploy.parity-report", "version": 1}
-REPORT_SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "parity_report.v1.schema.json"  # JSON Schema
+REPORT_SCHEMA = {"name": "maskrcnn-deploy.parity-report", "version": 2}  # 2: detections.tied_at_cap
+REPORT_SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "parity_report.v2.schema.json"  # JSON Schema
 
 
 def _summary(values: np.ndarray) -> dict:
