@@ -94,11 +94,11 @@ def multilevel_roi_align_standard(rois, features, output_height: int, output_wid
     out_shape = op.Concat(num_rois, channels, op.Constant(value_ints=[output_height, output_width]), axis=0)
     result = op.CastLike(op.Expand(op.Constant(value_float=0.0), out_shape), features[0])
 
-    def pool(feat, on, scale, cells=None):  # RoiAlign of the rois where `on` [R] holds, scattered into result;
-        idx = op.NonZero(on)                                                # with cells: `_pool_covered`                                                # [1, R_l]
+    def pool(feat, on, scale, cells=None):  # RoiAlign of the rois where `on` [R] holds, scattered into result
+        idx = op.NonZero(on)                                                # [1, R_l]
         idx_flat = op.Squeeze(idx, [0])                                     # [R_l]
         picked, picked_batch = op.Gather(boxes, idx_flat, axis=0), op.Gather(batch_index, idx_flat, axis=0)
-        if cells is not None:                                               # [R,2] covered rows, columns per roi
+        if cells is not None:  # [R,2] covered rows, columns per roi: samples past them read 0 (`_pool_covered`)
             pooled = _pool_covered(op, feat, picked, picked_batch, op.Gather(cells, idx_flat, axis=0), scale,
                                    output_height, output_width, sampling_ratio, aligned)
         else:

@@ -201,17 +201,21 @@ std::string MultiLevelRoIAlignPlugin::checkInputDims(Dims const* dims, int32_t n
   return {};
 }
 
+int32_t MultiLevelRoIAlignPlugin::acceptInputDims(Dims const* dims, int32_t nbInputs, int32_t nbOutputs) {
+  std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
+  if (!problem.empty()) return fail(problem);
+  mHasExtents = hasExtents(nbInputs);  // enqueue is not told the input count
+  return 0;
+}
+
 int32_t MultiLevelRoIAlignPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
                                                   DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
   try {
-    std::string const counts = checkCounts(nbInputs, nbOutputs);
+    std::string const counts = checkCounts(nbInputs, nbOutputs);  // before dims[] is filled: nbInputs is bounded
     if (!counts.empty()) return fail(counts);
     Dims dims[2 + MRD_MAX_LEVELS];  // rois, the maps, extents
     for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].desc.dims;
-    std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
-    if (!problem.empty()) return fail(problem);
-    mHasExtents = hasExtents(nbInputs);  // enqueue is not told the input count
-    return 0;
+    return acceptInputDims(dims, nbInputs, nbOutputs);
   } catch (std::exception const& e) {
     return fail(e.what());
   }
@@ -226,14 +230,11 @@ size_t MultiLevelRoIAlignPlugin::getWorkspaceSize(DynamicPluginTensorDesc const*
 int32_t MultiLevelRoIAlignPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs,
                                                 PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept {
   try {
-    std::string const counts = checkCounts(nbInputs, nbOutputs);
+    std::string const counts = checkCounts(nbInputs, nbOutputs);  // before dims[] is filled: nbInputs is bounded
     if (!counts.empty()) return fail(counts);
     Dims dims[2 + MRD_MAX_LEVELS];  // rois, the maps, extents
     for (int32_t i = 0; i < nbInputs; ++i) dims[i] = in[i].dims;
-    std::string const problem = checkInputDims(dims, nbInputs, nbOutputs);
-    if (!problem.empty()) return fail(problem);
-    mHasExtents = hasExtents(nbInputs);  // enqueue is not told the input count
-    return 0;
+    return acceptInputDims(dims, nbInputs, nbOutputs);
   } catch (std::exception const& e) {
     return fail(e.what());
   }

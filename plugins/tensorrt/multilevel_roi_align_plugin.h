@@ -80,6 +80,8 @@ class MultiLevelRoIAlignPlugin : public nvinfer1::IPluginV3,
   std::string inputName(int32_t index) const;  // "rois", "p2", "p3", ..., "extents"
   // Empty when the input dims fit the op (-1 = not known yet); otherwise what is wrong.
   std::string checkInputDims(nvinfer1::Dims const* dims, int32_t nbInputs, int32_t nbOutputs) const;
+  // configurePlugin/onShapeChange: fail() with checkInputDims' problem, or record whether extents are present; 0 = ok.
+  int32_t acceptInputDims(nvinfer1::Dims const* dims, int32_t nbInputs, int32_t nbOutputs);
   int32_t fail(std::string const& message) const;  // logs with the layer name; returns -1
 
   std::string mLayerName;
