@@ -23,7 +23,7 @@ from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.model.fit import Fit
 
 __all__ = ["METADATA_KEY", "GRAPH_FORMAT", "GraphFileError", "read_onnx", "metadata_of", "read_graph_info",
-           "write_graph_info", "check_graph_format", "graph_fit", "static_input_size"]
+           "write_graph_info", "graph_fit", "static_input_size"]
 
 METADATA_KEY = "maskrcnn_deploy"  # metadata_props entry: config, fit, class names, export options
 # What the graph computes, for runtimes to refuse what they would answer differently. 2: RoIAlign takes each image's
@@ -54,13 +54,16 @@ def metadata_of(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def read_graph_info(metadata: onnx.ModelProto | Mapping[str, str], name: str | Path) -> dict:
-    """The METADATA_KEY JSON of a graph (or of the metadata dict an engine carries); `name` is for messages."""
+    """The METADATA_KEY JSON of a graph (or of the metadata dict an engine carries); `name` is for messages.
+    GraphFileError for a graph of an earlier GRAPH_FORMAT, which would answer some images differently."""
     props = metadata_of(metadata) if isinstance(metadata, onnx.ModelProto) else metadata
     text = props.get(METADATA_KEY)
     if text is None:
         raise GraphFileError(f"{name} has no '{METADATA_KEY}' metadata (model config): export it with "
                              "`maskrcnn-deploy export`")
-    return json.loads(text)
+    info = json.loads(text)
+    _check_graph_format(info, name)
+    return info
 
 
 def write_graph_info(model: onnx.ModelProto, info: dict) -> None:
@@ -68,11 +71,11 @@ def write_graph_info(model: onnx.ModelProto, info: dict) -> None:
     onnx.helper.set_model_props(model, {**metadata_of(model), METADATA_KEY: json.dumps(info)})
 
 
-def check_graph_format(info: dict, name: str | Path) -> None:
+def _check_graph_format(info: dict, name: str | Path) -> None:
     """GraphFileError (one line, with the fix) for a graph exported before GRAPH_FORMAT."""
     found = info.get("graph_format", 1)
     if found < GRAPH_FORMAT:
-        raise GraphFileError(f"{name} was exported by an earlier maskrcnn-deploy (graph format {found}, this one runs "
+        raise GraphFileError(f"{name}: exported by an earlier maskrcnn-deploy (graph format {found}, this one runs "
                              f"{GRAPH_FORMAT}: RoIAlign now takes each image's extent, without which short images and "
                              "slivers at an image's edge differ from the checkpoint): re-export it with "
                              "`maskrcnn-deploy export`")

@@ -204,3 +204,7 @@ def test_a_graph_exported_before_roialign_took_extents_is_refused(graphs, photos
     assert main(["predict", str(old), str(photos[0]), "--out", str(tmp_path / "out")]) == 2
     assert "re-export it with `maskrcnn-deploy export`" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    # refused where the metadata is read, so packaging it for a server is refused too
+    assert main(["package", "triton", str(old), "-o", str(tmp_path / "repo")]) == 2
+    assert "graph format 1, this one runs 2" in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()

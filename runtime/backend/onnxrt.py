@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskrcnn_deploy.export.graph_io import check_graph_format, graph_fit, read_graph_info, read_onnx
+from maskrcnn_deploy.export.graph_io import graph_fit, read_graph_info, read_onnx
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.plugins.onnxruntime_op import load_session, run_session
 from maskrcnn_deploy.runtime.predictor import Predictor
@@ -32,7 +32,6 @@ class OnnxPredictor(Predictor):
     def __init__(self, path: str | Path, threads: int | None = None):
         model = read_onnx(path)
         info = read_graph_info(model, path)
-        check_graph_format(info, path)
         self.session = load_session(model, threads, name=path)
         super().__init__(*graph_predictor_args(info, self.session.get_inputs()[0].shape))
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from maskrcnn_deploy.common.extras import require_extra
-from maskrcnn_deploy.export.graph_io import check_graph_format, read_graph_info, read_onnx
+from maskrcnn_deploy.export.graph_io import read_graph_info, read_onnx
 from maskrcnn_deploy.plugins.op_spec import DOMAIN, OP_TYPE, is_custom_roi_align
 from maskrcnn_deploy.runtime.backend.onnxrt import graph_predictor_args
 from maskrcnn_deploy.runtime.predictor import Predictor, PredictorError
@@ -92,7 +92,6 @@ class OpenVINOPredictor(Predictor):
         graph = read_onnx(path)
         model = read_model(path, graph)
         info = read_graph_info(graph, path)
-        check_graph_format(info, path)
         try:
             self.compiled = compile_model(model, threads)
         except RuntimeError as exc:  # an op or shape the CPU plugin cannot compile: this graph cannot run here

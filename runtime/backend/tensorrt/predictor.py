@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from maskrcnn_deploy.export.graph_io import check_graph_format, read_graph_info
+from maskrcnn_deploy.export.graph_io import read_graph_info
 from maskrcnn_deploy.model.config import MaskRCNNConfig
 from maskrcnn_deploy.runtime.backend.tensorrt import cuda_memory as cuda
 from maskrcnn_deploy.runtime.backend.tensorrt.engine_builder import (
@@ -126,7 +126,6 @@ class TensorRTPredictor(Predictor):
         plugin_path = _plugin_for(meta, plugin)
         check_plugin(meta, plugin_path)
         info = read_graph_info(meta.onnx_metadata, f"{path}'s metadata")
-        check_graph_format(info, f"the ONNX graph of {path}")
         require_tensorrt(trt)
         gpu_name, capability = require_cuda()
         check_compatibility(meta, RuntimeEnvironment(str(trt.__version__), gpu_name, capability))
