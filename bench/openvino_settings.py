@@ -1,18 +1,19 @@
 """What costs OpenVINO its speed on the deploy graph: the settings the OpenVINO backend needs for parity, one at a
 time, against ONNX Runtime, in one round-robin run (issue 22).
 
-runtime/backend/openvino.py runs a standard-ops graph with (1) every TopK made stable (ONNX's tie rule: the lower
-index first; OpenVINO imports ONNX TopK as unstable), (2) each NonMaxSuppression threshold raised to the next
-float32 (ONNX suppresses above it, OpenVINO at it) and (3) float32 inference precision (OpenVINO's CPU default
-on a CPU with bf16 instructions is bf16). Rows:
+runtime/backend/openvino.py runs a standard-ops graph with (1) ONNX's TopK tie rule (the lower index first;
+OpenVINO imports ONNX TopK as unstable), built from unstable TopKs over unique keys (runtime/backend/
+openvino_topk.py), (2) each NonMaxSuppression threshold raised to the next float32 (ONNX suppresses above it,
+OpenVINO at it) and (3) float32 inference precision (OpenVINO's CPU default on a CPU with bf16 instructions is
+bf16). Rows:
 
-    onnxruntime                       ONNX Runtime, the reference row
-    openvino backend                  (1) + (2) + (3): what `--backend openvino` runs
-    openvino f32, unstable TopK       (2) + (3), no stable TopK
-    openvino f32, stable TopK <= N    (2) + (3), stable only where the TopK's input has at most N entries (the
-                                      small per-level RPN ones), to locate the cost
-    openvino OpenVINO's import, f32   `core.read_model` as it is, (3) only
-    openvino OpenVINO's import, bf16  `core.read_model` as it is, OpenVINO's default precision
+    onnxruntime                          ONNX Runtime, the reference row
+    openvino backend                     (1) + (2) + (3): what `--backend openvino` runs
+    openvino f32, OpenVINO stable TopK   (1) as OpenVINO's `stable=True` on every TopK (the backend before
+                                         openvino_topk.py) + (2) + (3)
+    openvino f32, unstable TopK          (2) + (3), TopK as imported: not ONNX's ties, a lower bound
+    openvino OpenVINO's import, f32      `core.read_model` as it is, (3) only
+    openvino OpenVINO's import, bf16     `core.read_model` as it is, OpenVINO's default precision
 
     .venv/bin/python bench/openvino_settings.py GRAPH.onnx [--repeat 6] [--threads 2]
 """
@@ -25,7 +26,6 @@ import functools
 import numpy as np
 from timing import round_robin_ms  # bench/timing.py
 
-from maskrcnn_deploy.export.graph_io import read_onnx
 from maskrcnn_deploy.runtime.backend import openvino as backend
 from maskrcnn_deploy.runtime.load import load
 
@@ -36,14 +36,14 @@ def topk_inputs(model) -> list[int]:
             if op.get_type_name() == "TopK"]
 
 
-def backend_graph(path: str, stable_up_to: int | None):
-    """The backend's model (runtime/backend/openvino.py read_model), with TopK stable only where the input has at
-    most `stable_up_to` entries (None: everywhere, as the backend)."""
-    model = backend.read_model(path, read_onnx(path))
-    if stable_up_to is not None:
-        for op in model.get_ordered_ops():
-            if op.get_type_name() == "TopK" and op.input(0).get_partial_shape()[-1].get_length() > stable_up_to:
-                op.set_attribute("stable", False)
+def graph_with_topk(core, path: str, stable: bool):
+    """OpenVINO's import of `path` with (2) of the module docstring, and every TopK as imported (`stable` False) or
+    made OpenVINO-stable (True)."""
+    model = core.read_model(path)
+    for op in model.get_ops():
+        if op.get_type_name() == "TopK":
+            op.set_attribute("stable", stable)
+    backend.raise_nms_thresholds(model)
     return model
 
 
@@ -68,17 +68,16 @@ def main() -> None:
         request = core.compile_model(model, "CPU", config).create_infer_request()
         return lambda: request.infer({"images": batch, "image_sizes": sizes})
 
-    lengths = topk_inputs(backend_graph(args.graph, None))
-    small = sorted(lengths)[len(lengths) // 2]  # about half of the TopKs stable
     calls = {
         "onnxruntime": functools.partial(reference.run_raw, batch, sizes),
         "openvino backend": functools.partial(load(args.graph, threads=args.threads, backend="openvino").run_raw,
                                               batch, sizes),
-        "openvino f32, unstable TopK": call(backend_graph(args.graph, 0), f32),
-        f"openvino f32, stable TopK <= {small}": call(backend_graph(args.graph, small), f32),
+        "openvino f32, OpenVINO stable TopK": call(graph_with_topk(core, args.graph, True), f32),
+        "openvino f32, unstable TopK": call(graph_with_topk(core, args.graph, False), f32),
         "openvino OpenVINO's import, f32": call(core.read_model(args.graph), f32),
         "openvino OpenVINO's import, bf16": call(core.read_model(args.graph), default),
     }
+    lengths = topk_inputs(core.read_model(args.graph))
     print(f"TopK input lengths: {lengths}; CPU capabilities: {core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES')}")
     ms = round_robin_ms(calls, args.repeat, args.warmup)
     print(f"{'row':<40} {'median ms':>10} {'ONNX Runtime / row':>19}")

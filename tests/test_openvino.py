@@ -78,6 +78,45 @@ def test_topk_breaks_ties_lowest_index_first(tmp_path):
     np.testing.assert_array_equal(got[1], expected[1])
 
 
+@pytest.mark.parametrize("shape, k, axis, largest", [((2, 30000), 3000, 1, 1), ((3, 1000), 100, 1, 0),
+                                                     ((700, 2), 50, 0, 1), ((1, 5000), 5000, -1, 1), ((4, 33), 1, 1, 0)])
+def test_topk_from_unstable_topks_is_onnx_topk(shape, k, axis, largest, tmp_path):
+    """The backend rebuilds each TopK from unstable TopKs over unique keys (runtime/backend/openvino_topk.py): the
+    same values and indices as ONNX Runtime, bit for bit, with ties (values 0..19 and -inf), mode min, axis 0, k = n
+    and k = 1."""
+    topk = helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=axis, largest=largest)
+    out_shape = list(shape)
+    out_shape[axis] = k
+    model = _graph([topk], [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                   [helper.make_tensor_value_info("values", TensorProto.FLOAT, out_shape),
+                    helper.make_tensor_value_info("indices", TensorProto.INT64, out_shape)],
+                   [helper.make_tensor("k", TensorProto.INT64, [1], [k])])
+    rng = np.random.default_rng(k)
+    x = rng.integers(0, 20, shape).astype(np.float32)
+    x[rng.random(shape) < 0.1] = -np.inf
+    onnx.save(model, str(tmp_path / "topk.onnx"))
+    rewritten = match_onnx_semantics(ov.Core().read_model(str(tmp_path / "topk.onnx")))
+    kinds = [op.get_type_name() for op in rewritten.get_ops()]
+    assert kinds.count("TopK") == 4 and not any(op.get_attributes().get("stable") for op in rewritten.get_ops()
+                                                if op.get_type_name() == "TopK")
+    expected, got = _both(model, {"x": x}, tmp_path)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_topk_with_a_computed_k_stays_openvinos_stable_topk(tmp_path):
+    """k from the graph (not a constant): no int32 key bound can be proven, so the backend keeps OpenVINO's
+    `stable=True`, still ONNX's answer."""
+    topk = helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=1)
+    model = _graph([topk], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 500]),
+                            helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+                   [helper.make_tensor_value_info("values", TensorProto.FLOAT, [1, None]),
+                    helper.make_tensor_value_info("indices", TensorProto.INT64, [1, None])])
+    x = (np.random.default_rng(2).integers(0, 5, (1, 500))).astype(np.float32)
+    expected, got = _both(model, {"x": x, "k": np.array([120], np.int64)}, tmp_path)
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
 def test_float32_graphs_run_in_float32(tmp_path):
     """The CPU plugin's default runs float32 in bf16 where the CPU has it (8 bits of mantissa): a MatMul then
     misses ONNX Runtime's float32 result by ~1e-2 relative. The backend compiles with the f32 precision hint."""
