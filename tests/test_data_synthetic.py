@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -119,3 +121,35 @@ def test_size_range_and_speed(tmp_path):
     sizes = {(im["height"], im["width"]) for im in json.loads(path.read_text())["images"]}
     assert len(sizes) > 10 and all(64 <= s <= 160 for hw in sizes for s in hw)
     assert elapsed < 10
+
+
+def test_a_grid_of_scenes_keeps_each_scenes_annotations_in_its_cell(tmp_path):
+    """grid=(2, 3): six independent scenes per image (objects sized to their cell, as in a small scene), annotated
+    in the whole image's coordinates: each cell holds what `render_scene` draws at the cell's size, and its
+    annotations (polygons and RLE) decode to that scene's visible masks, moved to the cell."""
+    path = generate_synthetic_coco(tmp_path, 2, seed=5, image_size=(100, 150), grid=(2, 3), max_objects=2)
+    data = json.loads(path.read_text())
+    coco = COCO(str(path))
+    kinds = collections.Counter(isinstance(a["segmentation"], list) for a in data["annotations"])
+    assert kinds[True] and kinds[False]
+    for index in range(2):
+        pixels = np.asarray(Image.open(tmp_path / "train" / f"{index:06d}.png"))
+        masks = [coco.annToMask(a) for a in data["annotations"] if a["image_id"] == index + 1]
+        assert all(m.shape == (100, 150) for m in masks)
+        rng = np.random.default_rng([5, zlib.crc32(b"train"), index])  # generate_synthetic_coco's stream
+        expected = []
+        for top in (0, 50):
+            for left in (0, 50, 100):
+                scene, _, visible = render_scene((50, 50), rng, 1, 2)
+                np.testing.assert_array_equal(pixels[top:top + 50, left:left + 50], scene)
+                for vis in visible:
+                    full = np.zeros((100, 150), np.uint8)
+                    full[top:top + 50, left:left + 50] = vis
+                    expected.append(full)
+        assert len(masks) == len(expected) >= 6
+        for got, want in zip(masks, expected):
+            np.testing.assert_array_equal(got, want)
+    # grid (1, 1) is the plain scene, byte for byte
+    a = generate_synthetic_coco(tmp_path / "a", 2, seed=7, image_size=64)
+    b = generate_synthetic_coco(tmp_path / "b", 2, seed=7, image_size=64, grid=(1, 1))
+    assert _files(a.parent) == _files(b.parent)

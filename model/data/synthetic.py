@@ -50,6 +50,9 @@ class Shape:
     polygon: list[float] | None
 
 
+Cell = tuple[tuple[int, int], list[Shape], list[np.ndarray]]  # one scene of a mosaic: (top, left), shapes, visible
+
+
 # ----------------------------------------------------------------------------- drawing
 def _rotate(points: np.ndarray, cx: float, cy: float, angle: float) -> np.ndarray:
     """Rotate [P,2] offsets by `angle` radians and move them to (cx, cy)."""
@@ -181,6 +184,21 @@ def render_scene(size: tuple[int, int], rng: np.random.Generator, min_objects: i
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), shapes, visible
 
 
+def render_mosaic(size: tuple[int, int], grid: tuple[int, int], rng: np.random.Generator, min_objects: int = 1,
+                  max_objects: int = 6) -> tuple[np.ndarray, list[Cell]]:
+    """An image of `size` made of grid = (rows, cols) independent scenes (`render_scene`), cells as equal as whole
+    pixels allow: uint8 image [H,W,3] and, per cell, ((top, left), shapes, visible masks in cell coordinates)."""
+    rows = np.linspace(0, size[0], grid[0] + 1).round().astype(int)
+    cols = np.linspace(0, size[1], grid[1] + 1).round().astype(int)
+    image, cells = np.zeros((*size, 3), dtype=np.uint8), []
+    for top, bottom in zip(rows[:-1], rows[1:]):
+        for left, right in zip(cols[:-1], cols[1:]):
+            pixels, shapes, visible = render_scene((bottom - top, right - left), rng, min_objects, max_objects)
+            image[top:bottom, left:right] = pixels
+            cells.append(((int(top), int(left)), shapes, visible))
+    return image, cells
+
+
 def _annotation(shape: Shape, visible: np.ndarray, ann_id: int, image_id: int) -> dict:
     """COCO annotation dict of one instance; polygon if fully visible polygon shape, else compressed RLE."""
     ys, xs = np.nonzero(visible)
@@ -194,6 +212,23 @@ def _annotation(shape: Shape, visible: np.ndarray, ann_id: int, image_id: int) -
     category_id = next(c["id"] for c in CATEGORIES if c["name"] == shape.name)
     return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": segmentation,
             "area": int(visible.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0}
+
+
+def _shift(annotation: dict, top: int, left: int, size: tuple[int, int]) -> dict:
+    """`annotation` of a scene whose top-left corner sits at (top, left) of an image of `size` (height, width),
+    in that image's coordinates."""
+    x, y, w, h = annotation["bbox"]
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):  # polygons: flat x, y
+        segmentation = [[round(v + (left if i % 2 == 0 else top), 2) for i, v in enumerate(polygon)]
+                        for polygon in segmentation]
+    else:
+        cell = mask_utils.decode({"size": segmentation["size"], "counts": segmentation["counts"].encode("ascii")})
+        full = np.zeros(size, dtype=np.uint8, order="F")
+        full[top:top + cell.shape[0], left:left + cell.shape[1]] = cell
+        rle = mask_utils.encode(full)
+        segmentation = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    return {**annotation, "segmentation": segmentation, "bbox": [x + left, y + top, w, h]}
 
 
 def _image_size(image_size: int | tuple[int, int], size_range: tuple[int, int] | None,
@@ -210,11 +245,13 @@ def _image_size(image_size: int | tuple[int, int], size_range: tuple[int, int] |
 def generate_synthetic_coco(out_dir: str | Path, num_images: int, seed: int = 0,
                             image_size: int | tuple[int, int] = (256, 256), min_objects: int = 1,
                             max_objects: int = 6, split_name: str = "train",
-                            size_range: tuple[int, int] | None = None) -> Path:
+                            size_range: tuple[int, int] | None = None, grid: tuple[int, int] = (1, 1)) -> Path:
     """Write `out_dir/{split_name}/NNNNNN.png` and `out_dir/{split_name}.json`; return the json path.
 
     image_size: int or (height, width) in pixels; size_range=(min, max) instead draws each side per image.
-    The split name is mixed into the seed, so splits of one seed never share images.
+    grid: (rows, cols) independent scenes per image (`render_mosaic`), e.g. a COCO test-size image whose objects
+    have the sizes a model trained on small scenes saw. The split name is mixed into the seed, so splits of one
+    seed never share images.
     """
     out_dir = Path(out_dir)
     image_dir = out_dir / split_name
@@ -224,12 +261,14 @@ def generate_synthetic_coco(out_dir: str | Path, num_images: int, seed: int = 0,
     for index in range(num_images):
         rng = np.random.default_rng([seed, split_key, index])
         size = _image_size(image_size, size_range, rng)
-        pixels, shapes, visible = render_scene(size, rng, min_objects, max_objects)
         image_id, file_name = index + 1, f"{index:06d}.png"
+        pixels, cells = render_mosaic(size, grid, rng, min_objects, max_objects)
         Image.fromarray(pixels).save(image_dir / file_name, compress_level=1)
         images.append({"id": image_id, "file_name": file_name, "height": size[0], "width": size[1]})
-        for shape, vis in zip(shapes, visible):
-            annotations.append(_annotation(shape, vis, len(annotations) + 1, image_id))
+        for (top, left), shapes, visible in cells:
+            for shape, vis in zip(shapes, visible):
+                annotation = _annotation(shape, vis, len(annotations) + 1, image_id)
+                annotations.append(annotation if tuple(grid) == (1, 1) else _shift(annotation, top, left, size))
     coco = {"info": {"description": f"synthetic shapes, split {split_name}, seed {seed}"},
             "images": images, "annotations": annotations, "categories": CATEGORIES}
     json_path = out_dir / f"{split_name}.json"
