@@ -25,6 +25,7 @@ from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from . import onnx_ops
 from .deploy_model import OUTPUT_NAMES, DeployMaskRCNN
 from .graph_io import GRAPH_FORMAT, write_graph_info
+from .graph_optimizer import optimize_graph
 from .nms import nms_keep_onnx
 
 __all__ = ["ExportError", "ExportOptions", "default_input_size", "export_onnx", "export_checkpoint", "verify_onnx",
@@ -139,11 +140,12 @@ def export_onnx(model: MaskRCNN, path: str | Path, options: ExportOptions | None
     with torch.no_grad():
         program = torch.onnx.export(
             deploy, (images, image_sizes), dynamo=True, opset_version=options.opset, input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes, external_data=False, optimize=True,
+            output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes, external_data=False, optimize=False,
             custom_translation_table={
                 torch.ops.maskrcnn_deploy.multilevel_roi_align.default: roi_translation,
                 torch.ops.maskrcnn_deploy.nms_keep.default: nms_keep_onnx,
             })
+    optimize_graph(program.model)  # onnxscript's optimizer less its quadratic SlicesSplit rule (graph_optimizer.py)
     proto = program.model_proto
     proto.doc_string = (f"maskrcnn-deploy: Mask R-CNN {model.config.backbone_depth}-layer backbone, "
                         f"{model.config.num_classes} classes, RoIAlign {options.roi_align}")

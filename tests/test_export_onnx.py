@@ -1,7 +1,9 @@
 """ONNX export (both RoIAlign flavours), ONNX Runtime backend and PyTorch parity.
 
-Models: ResNet-18-FPN (seeded) and ResNet-50-FPN with seeded torchvision weights loaded through
-`load_torchvision_state_dict`. Images: synthetic scenes. Sizes are small so the suite stays fast;
+Models: the seeded ResNet-18-FPNs of tests/conftest.py (`small_r18`: custom op static and dynamic, standard ops
+static; `small_heads_r18`: standard ops with a dynamic batch and size, the graph tests/test_triton_package.py
+serves). ResNet-50-FPN with torchvision-format weights keeps parity in both flavours in
+tests/test_static_canvas.py. Images: synthetic scenes. Sizes are small so the suite stays fast;
 bench/onnx_runtime_speed.py runs the 800x1344 shapes.
 """
 
@@ -14,21 +16,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-import torchvision
 
 from maskrcnn_deploy.export.deploy_model import DeployMaskRCNN
 from maskrcnn_deploy.export.onnx_export import ExportError, ExportOptions, export_checkpoint, verify_onnx
 from maskrcnn_deploy.export.preprocess import ImageFitError
-from maskrcnn_deploy.model.checkpoint import load_torchvision_state_dict, save_checkpoint
-from maskrcnn_deploy.model.config import torchvision_v1
 from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
-from maskrcnn_deploy.model.mask_rcnn import MaskRCNN
 from maskrcnn_deploy.runtime import load, parity
 from maskrcnn_deploy.runtime.backend.pytorch import DeployTorchPredictor
 from maskrcnn_deploy.runtime.cli import main
 from maskrcnn_deploy.runtime.predictor import PredictorError
-
-from seeded_models import make_masks_confident
 
 NUM_CLASSES = 4
 
@@ -42,33 +38,17 @@ def data(tmp_path_factory):
     return paths["val"], images
 
 
-def _r50_checkpoint(path):
-    torch.manual_seed(1)
-    tv = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                                            num_classes=NUM_CLASSES)
-    cfg = torchvision_v1(NUM_CLASSES, min_size=192, max_size=256, box_score_thresh=0.05)
-    model = MaskRCNN(cfg)
-    load_torchvision_state_dict(model, tv.state_dict())
-    save_checkpoint(path, make_masks_confident(model), cfg)
-    return path
+@pytest.fixture(scope="module")
+def checkpoints(small_r18, small_heads_r18):
+    return {"r18": small_r18.checkpoint, "r18_heads": small_heads_r18.checkpoint}  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, small_r18):
-    root = tmp_path_factory.mktemp("ckpt")
-    return {"r18": small_r18.checkpoint, "r50": _r50_checkpoint(root / "r50.pt")}  # r18: tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def exported(checkpoints, tmp_path_factory, small_r18):
-    root = tmp_path_factory.mktemp("onnx")
-    files = {}
-    for flavour, dynamic in (("custom", False), ("standard", False), ("custom", True)):
-        files[("r18", flavour, dynamic)] = small_r18.graph(flavour, dynamic)  # shared with other test files
-    for flavour, dynamic in (("custom", False), ("standard", True)):
-        path = root / f"r50_{flavour}_{'dynamic' if dynamic else 'static'}.onnx"
-        export_checkpoint(checkpoints["r50"], path, ExportOptions(roi_align=flavour, dynamic=dynamic))
-        files[("r50", flavour, dynamic)] = path
+def exported(small_r18, small_heads_r18):
+    """The graphs, shared with other test files (tests/conftest.py exports each once per session)."""
+    files = {("r18", flavour, dynamic): small_r18.graph(flavour, dynamic)
+             for flavour, dynamic in (("custom", False), ("standard", False), ("custom", True))}
+    files[("r18_heads", "standard", True)] = small_heads_r18.graph("standard", dynamic=True)
     return files
 
 
@@ -130,7 +110,7 @@ def _ap(detections, coco_json):
 
 
 @pytest.mark.parametrize("key", [("r18", "custom", False), ("r18", "standard", False), ("r18", "custom", True),
-                                 ("r50", "custom", False), ("r50", "standard", True)])
+                                 ("r18_heads", "standard", True)])
 def test_onnxruntime_matches_pytorch(key, checkpoints, exported, data):
     artifact = load(exported[key])
     reference = load(checkpoints[key[0]], fit=artifact.fit)  # the eager model, resized as the graph does
@@ -184,13 +164,66 @@ def test_static_graph_fits_a_tall_image_and_refuses_only_a_thin_one(exported):
         artifact.predict([torch.rand(3, 1, 1000)])
 
 
-def test_export_switches_a_training_model_to_eval(checkpoints, tmp_path, capsys):
+def test_the_graph_optimizer_gives_torchs_optimized_graph(checkpoints, tmp_path, monkeypatch):
+    """export/graph_optimizer.py runs onnxscript's optimizer without its SlicesSplit rule (quadratic in the graph's
+    size: most of an export's time). The graph written is the one `ONNXProgram.optimize()` (what
+    torch.onnx.export(optimize=True) runs) makes of the same trace, node for node."""
+    import onnx_ir as ir
+
+    from maskrcnn_deploy.export.graph_optimizer import SKIPPED_RULES
+
+    traced = []
+    real_export = torch.onnx.export
+
+    def export(*args, **kwargs):
+        assert kwargs["optimize"] is False  # the exporter's own optimizer is not run
+        program = real_export(*args, **kwargs)
+        traced.append((program, ir.serde.serialize_model(program.model)))
+        return program
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+    ours = export_checkpoint(checkpoints["r18"], tmp_path / "m.onnx", ExportOptions(roi_align="custom"))
+    program, before = traced[0]
+    program.model = ir.serde.deserialize_model(before)
+    program.optimize()  # torch's, with every rule
+    stock = program.model_proto
+    assert SKIPPED_RULES == ("SlicesSplit",) and len(stock.graph.node) > 1000
+    assert _canonical(ours.graph) == _canonical(stock.graph)
+
+
+def _canonical(graph: onnx.GraphProto) -> tuple:
+    """The graph with every value renamed by first use (the round trip through onnx_ir above renumbers the
+    constants' names): inputs, each node's op, attributes and wiring, the initializers' bytes, the outputs."""
+    names: dict[str, str] = {}
+
+    def name(value: str) -> str:
+        return names.setdefault(value, f"v{len(names)}") if value else ""
+
+    inputs = [name(i.name) for i in graph.input]
+    nodes = [(n.domain, n.op_type, [name(v) for v in n.input], [name(v) for v in n.output],
+              [a.SerializeToString() for a in n.attribute]) for n in graph.node]
+    initializers = sorted((name(t.name), onnx.numpy_helper.to_array(t).tobytes()) for t in graph.initializer)
+    return inputs, nodes, initializers, [name(o.name) for o in graph.output]
+
+
+def test_export_switches_a_training_model_to_eval(checkpoints, tmp_path, capsys, monkeypatch):
+    """What is traced is in eval mode (the trace itself is stopped: the other tests export whole graphs)."""
     from maskrcnn_deploy.export.onnx_export import export_onnx
     from maskrcnn_deploy.model.checkpoint import load_checkpoint
 
+    class Traced(Exception):
+        pass
+
+    def trace(deploy, *args, **kwargs):
+        modes = {name or "deploy": module.training for name, module in deploy.named_modules()}
+        raise Traced(modes)
+
     model, _, _ = load_checkpoint(checkpoints["r18"])
     model.train()
-    export_onnx(model, tmp_path / "m.onnx")
+    monkeypatch.setattr(torch.onnx, "export", trace)
+    with pytest.raises(Traced) as traced:
+        export_onnx(model, tmp_path / "m.onnx")
+    modes = traced.value.args[0]
     assert "exporting it in eval mode" in capsys.readouterr().out
-    assert not model.training
+    assert len(modes) > 100 and not any(modes.values()) and not model.training
     assert isinstance(DeployMaskRCNN(model), torch.nn.Module)

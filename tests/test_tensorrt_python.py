@@ -672,18 +672,13 @@ def plugin_library(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def small_model(tmp_path_factory):
-    """A seeded ResNet-18-FPN at 128x160 exported static and dynamic, and 3 synthetic val images."""
-    from test_export_onnx import _r18_checkpoint
-
-    from maskrcnn_deploy.export.onnx_export import ExportOptions, export_checkpoint
+def small_model(small_r18, tmp_path_factory):
+    """The shared seeded ResNet-18-FPN at 128x160 (tests/conftest.py `small_r18`) exported static and dynamic
+    (custom op), and 3 synthetic val images."""
     from maskrcnn_deploy.model.data.synthetic import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("trt")
-    checkpoint = _r18_checkpoint(root / "r18.pt")
-    static, dynamic = root / "r18.onnx", root / "r18_dynamic.onnx"
-    export_checkpoint(checkpoint, static, ExportOptions())
-    export_checkpoint(checkpoint, dynamic, ExportOptions(dynamic=True))
+    static, dynamic = small_r18.graph("custom"), small_r18.graph("custom", dynamic=True)
     paths = make_synthetic_dataset(root / "data", num_train=1, num_val=3, seed=3, image_size=(150, 190))
     coco = json.loads(Path(paths["val"]).read_text())
     return static, dynamic, [root / "data" / "val" / im["file_name"] for im in coco["images"]]
