@@ -11,7 +11,7 @@ Runtime (the reference ONNX semantics) computes, found by comparing the two on t
 - TopK ties: the frontend imports ONNX TopK with `stable=False`; ONNX Runtime returns tied values lowest index
   first. Every TopK is replaced by the same result built from unstable TopKs over unique keys
   (runtime/backend/openvino_topk.py), so equal scores keep the same order (and the same survivors). OpenVINO's own
-  `stable=True` computes that too, but in time proportional to input x k (1.8 s of a 2.2 s graph at 800x1344).
+  `stable=True` computes that too, but in time proportional to input x k (~3 s of 6 s on an R50 at 800x1344).
 - NonMaxSuppression at IoU == threshold: ONNX (its reference implementation), ONNX Runtime and torchvision
   suppress a box only when IoU > iou_threshold; OpenVINO's NMS also when IoU == iou_threshold. Each NMS's
   threshold is raised to the next float32 above it: IoU >= next(t) is IoU > t for float32 IoUs
